@@ -1,0 +1,48 @@
+# The two commands of the README:  make book  (set up + run every chapter + render the book),  make test  (all checks).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PYTHONHASHSEED := 0
+
+.PHONY: book test install export clean readme nbtest pytest check-export bench
+
+# fresh virtual environment with CPU torch, the package (editable) and the dev tools; redone when settings.ini changes
+$(VENV)/.installed: settings.ini setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+book: install
+	$(BIN)/jupyter-book build book/ -W -n --keep-going
+	@echo "book: $(CURDIR)/book/_build/html/index.html"
+
+# the library must be exactly what the notebooks export, and notebooks must carry their Jupyter Book tags
+check-export: install
+	$(BIN)/nbdev_export
+	$(BIN)/python tools/nbtags.py --check
+	@if [ -n "$$(git status --porcelain -- pmn_nb)" ]; then git status --short -- pmn_nb; \
+	  echo "pmn_nb/ is stale: run 'make export' and commit"; exit 1; fi
+
+nbtest: install
+	timeout 40m $(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	timeout 20m $(BIN)/pytest -q tests
+
+test: check-export nbtest book pytest
+
+# after editing notebooks: export the library, tag cells for the book, strip execution counts
+export: install
+	$(BIN)/nbdev_export
+	$(BIN)/python tools/nbtags.py
+	$(BIN)/nbdev_clean
+
+readme: install
+	$(BIN)/jupyter nbconvert --to markdown --execute --no-input nbs/index.ipynb --output-dir . --output README
+	sed -i 's|^!\[png\](README_files/|![figure](README_files/|' README.md
+
+clean:
+	rm -rf book/_build _proc _docs
