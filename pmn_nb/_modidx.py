@@ -36,4 +36,8 @@ d = { 'settings': { 'branch': 'main',
                              'pmn_nb.core.save_results': ('core.html#save_results', 'pmn_nb/core.py'),
                              'pmn_nb.core.seed_worker': ('core.html#seed_worker', 'pmn_nb/core.py'),
                              'pmn_nb.core.set_seed': ('core.html#set_seed', 'pmn_nb/core.py'),
-                             'pmn_nb.core.to_jsonable': ('core.html#to_jsonable', 'pmn_nb/core.py')}}}
+                             'pmn_nb.core.to_jsonable': ('core.html#to_jsonable', 'pmn_nb/core.py')},
+            'pmn_nb.dna': { 'pmn_nb.dna.decode': ('dna.html#decode', 'pmn_nb/dna.py'),
+                            'pmn_nb.dna.encode': ('dna.html#encode', 'pmn_nb/dna.py'),
+                            'pmn_nb.dna.one_hot': ('dna.html#one_hot', 'pmn_nb/dna.py'),
+                            'pmn_nb.dna.reverse_complement': ('dna.html#reverse_complement', 'pmn_nb/dna.py')}}}
