@@ -134,7 +134,13 @@ def get_device(device: str | None = None):
     if torch.backends.mps.is_available(): return torch.device("mps")
     return torch.device("cpu")
 
-# %% ../nbs/00_core.ipynb #1e9fe7f0
+# %% ../nbs/00_core.ipynb #17e31bea
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kw):
     "Open a temporary file beside `path`; rename it to `path` only if the block succeeds."
@@ -144,6 +150,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kw):
     os.close(fd)
     try:
         with open(tmp, mode, **kw) as f: yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -156,6 +163,7 @@ def atomic_dir(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists():

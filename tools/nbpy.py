@@ -6,9 +6,9 @@
 Cells start with `# %%` (code) or `# %% [markdown]` (markdown; each line is written `# text`).
 An optional tag list follows in braces: `# %% {"tags": ["skip-execution"]}`.
 The notebook in nbs/ stays the source of truth: the script is a scratch copy, never committed.
-Outputs are dropped; run `nbdev_clean` afterwards.
+Outputs are dropped; cells whose source is unchanged keep their ids. Run `make export` afterwards.
 """
-import json, re, sys
+import hashlib, json, re, sys
 from pathlib import Path
 
 import nbformat
@@ -16,9 +16,11 @@ import nbformat
 _HDR = re.compile(r'^# %%(?P<md> \[markdown\])?(?P<meta>\s*\{.*\})?\s*$')
 
 
-def py_to_nb(src: str) -> nbformat.NotebookNode:
+def py_to_nb(src: str, old=None) -> nbformat.NotebookNode:
+    "Build a notebook from a percent script; cells whose source is unchanged keep their ids from `old`."
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}}
+    keep = {c.source: c.id for c in (old.cells if old else []) if "id" in c}
     cells, cur = [], None
     for line in src.splitlines():
         m = _HDR.match(line)
@@ -37,6 +39,7 @@ def py_to_nb(src: str) -> nbformat.NotebookNode:
         else:
             cell = nbformat.v4.new_code_cell("\n".join(lines))
         cell.metadata.update(c["meta"])
+        cell.id = keep.get(cell.source) or hashlib.sha1(cell.source.encode()).hexdigest()[:8]
         nb.cells.append(cell)
     return nb
 
@@ -56,7 +59,8 @@ def nb_to_py(nb) -> str:
 if __name__ == "__main__":
     cmd, a, b = sys.argv[1:4]
     if cmd == "to-nb":
-        nb = py_to_nb(Path(a).read_text())
+        old = nbformat.read(b, as_version=4) if Path(b).exists() else None
+        nb = py_to_nb(Path(a).read_text(), old)
         nbformat.validator.normalize(nb)
         Path(b).write_text(nbformat.writes(nb, version=4) + "\n")
     elif cmd == "to-py":
