@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export PYTHONHASHSEED := 0
+# idle OpenMP threads spin and slow small torch ops on a busy machine (measured in the model chapter)
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: book test install export clean readme nbtest pytest check-export bench
 

@@ -470,7 +470,7 @@ def main_ablate(argv: list[str] | None = None) -> int:
         log(f"results in {dest}")
     return 0
 
-# %% ../nbs/50_ablations.ipynb #199cdbf2
+# %% ../nbs/50_ablations.ipynb #62c4cca0
 def _pm(m, s, digits=3):
     return "" if pd.isna(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
@@ -509,10 +509,12 @@ def plot_figure3(curves: pd.DataFrame,  # `epoch_curves(...)`
     "Figure 3: mean auROC per epoch, train (left) and test (right), one line per model; returns the figure."
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    order = [k for k, *_ in TABLE4_ROWS]
     for (key, name), c in curves.groupby(["key", "name"], sort=False):
         style = "--" if key.startswith("cnn") else "-"
+        color = f"C{order.index(key)}" if key in order else None  # one colour per Table 4 row in every figure
         for ax, col in zip(axes, ("train_auroc", "test_auroc")):
-            ax.plot(c.epoch, c[col], style, marker=".", label=f"{name} ({int(c.n_seeds.max())} seed{'s' if c.n_seeds.max() > 1 else ''})")
+            ax.plot(c.epoch, c[col], style, marker=".", color=color, label=f"{name} ({int(c.n_seeds.max())} seed{'s' if c.n_seeds.max() > 1 else ''})")
     for ax, what in zip(axes, ("Train", "Test")):
         ax.set_xlabel("epoch"); ax.set_ylabel("mean auROC across TFs"); ax.set_title(what); ax.grid(alpha=.3)
     axes[1].legend(fontsize=7, loc="lower right")

@@ -24,7 +24,7 @@ __all__ = ['MODEL_PROFILES', 'ENCODERS', 'WEIGHTS', 'CONFIG', 'conv_out_len', 'M
            'register_encoder', 'build_encoder', 'build_model', 'save_model', 'load_model', 'count_parameters',
            'example_input', 'forward_flops']
 
-# %% ../nbs/30_model.ipynb #00de8cef
+# %% ../nbs/30_model.ipynb #5d7ab7ff
 def conv_out_len(length: int,  # input length (or image side)
                  widths,  # convolution widths, one per layer
                  pool_size: int = 2,  # max-pool width = stride between layers (1 = none)
@@ -87,9 +87,11 @@ class CNNEncoder(nn.Module):
 
     def min_len(self) -> int:
         "The shortest input length (image side) that leaves at least one position before the global max-pool."
-        n = 1
-        while conv_out_len(n, self.widths, self.pool_size, self.padding) < 1: n += 1
-        return n
+        if getattr(self, "_min_len", None) is None:
+            n = 1
+            while conv_out_len(n, self.widths, self.pool_size, self.padding) < 1: n += 1
+            self._min_len = n
+        return self._min_len
 
     def forward(self, x):
         if x.dim() != self.spatial_dims + 2:

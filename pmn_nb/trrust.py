@@ -214,7 +214,7 @@ def explain_rows(sets: dict,
     t["explains_all"] = t.groupby("tf_a").explains.transform("all").astype(bool) if len(t) else pd.Series(dtype=bool)
     return t
 
-# %% ../nbs/60_trrust.ipynb #6c6102ed
+# %% ../nbs/60_trrust.ipynb #e902ab40
 def table5_results(trrust_file: str | os.PathLike | None = None,  # TRRUST raw table (default: the shipped one)
                    N: int = BACKGROUND_N) -> tuple[dict, dict]:
     "Everything the Table 5 section shows, as ({stem: DataFrame}, provenance record)."
@@ -235,14 +235,16 @@ def table5_results(trrust_file: str | os.PathLike | None = None,  # TRRUST raw t
 
 def save_if_changed(name: str,  # folder under results/, e.g. 'trrust/table5'
                     tables: dict, prov: dict) -> bool:  # as for `save_results`
-    "`save_results` unless results/<name>/ already holds exactly these tables (re-runs leave git clean); True if written."
+    "`save_results` unless results/<name>/ holds these tables and provenance (time and commit aside); True if written."
     d = results_dir(create=False) / name
     def same(stem, t):
         f = d / (f"{stem}.csv" if isinstance(t, pd.DataFrame) else f"{stem}.json")
         new = t.to_csv(index=False) if isinstance(t, pd.DataFrame) else json.dumps(to_jsonable(t), indent=1) + "\n"
         return f.exists() and f.read_text() == new
     on_disk = {f.stem for f in d.glob("*") if f.suffix in (".csv", ".json")} - {"provenance"} if d.is_dir() else set()
-    if (d / "provenance.json").exists() and on_disk == set(tables) and all(same(s, t) for s, t in tables.items()):
+    stable = lambda p: {k: v for k, v in p.items() if k not in ("created", "git")}  # what a re-run may change by itself
+    if ((d / "provenance.json").exists() and on_disk == set(tables) and all(same(s, t) for s, t in tables.items())
+            and stable(json.loads((d / "provenance.json").read_text())) == stable(json.loads(json.dumps(prov)))):
         return False
     save_results(name, tables, prov)
     return True
@@ -474,7 +476,7 @@ def analyse_vectors(X, names,  # (n, d) TF vectors and their n names
     return {"linkage": {"names": names, "Z": Z, "metric": metric, "method": method, "cut_fraction": CUT_FRACTION},
             "clusters": cl, "enrichment": pd.concat(enr, ignore_index=True), "model_symbols": syms}
 
-# %% ../nbs/60_trrust.ipynb #b3d35e7e
+# %% ../nbs/60_trrust.ipynb #bdbf7689
 def _write_tables(out: Path, tables: dict, prov: dict) -> Path:
     "Like `save_results`, into any folder (atomically)."
     from pmn_nb.core import atomic_dir
@@ -534,15 +536,15 @@ def main_trrust(argv: list[str]) -> int:
         print(e[["background_N", "cut", "n_clusters_2plus", "within_pairs", "sig_pairs", "observed", "expected",
                  "fold", "p", "p_any_cut"]].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     _write_tables(out, tables, prov)
-    if a.checkpoint:
-        import matplotlib
-        matplotlib.use("Agg")
-        ax = plot_dendrogram(np.asarray(res["linkage"]["Z"]), names, title=what)
-        ax.figure.savefig(out / "dendrogram.png", dpi=120, bbox_inches="tight")
+    if a.checkpoint:  # a Figure without pyplot: no GUI backend needed, and none switched in a running notebook
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(6, max(4, 0.16 * len(names))))
+        plot_dendrogram(np.asarray(res["linkage"]["Z"]), names, ax=fig.subplots(), title=what)
+        fig.savefig(out / "dendrogram.png", dpi=120, bbox_inches="tight")
     print(f"wrote {out}")
     return 0
 
-# %% ../nbs/60_trrust.ipynb #f369d60d
+# %% ../nbs/60_trrust.ipynb #f9459689
 def work_dir(*parts: str) -> Path:
     "Rebuildable files of this chapter (trained runs, the synthetic genome): results/trrust/tmp/..., ignored by git."
     return results_dir("trrust", "tmp", *parts)
@@ -598,7 +600,7 @@ def save_vector_analyses(vectors: dict,  # {label: (X, names, what, run folder o
                     "train": json.loads((Path(run) / "train_config.json").read_text())
                     if run and (Path(run) / "train_config.json").exists() else None},
             seed=0, profile="quick", data=[trrust_path()] + ([Path(run) / "best.pt"] if run else []),
-            data_source=f"{what}; {data_source}"))
+            data_source=f"{what}; {data_source}" if run else what))
         names.append(f"trrust/{prefix}_{label}")
     return names
 
