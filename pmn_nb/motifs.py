@@ -15,8 +15,9 @@ from .core import PMNError
 from .dna import encode, one_hot
 
 # %% auto #0
-__all__ = ['JASPAR_RELEASE', 'jaspar_motifs', 'jaspar_names', 'first_conv', 'filter_weights', 'filter_pwms', 'tomtom_matches',
-           'plant_sites', 'plot_logo', 'motif_recovery', 'recovery_fraction', 'motif_report']
+__all__ = ['JASPAR_RELEASE', 'jaspar_motifs', 'jaspar_names', 'first_conv', 'filter_weights', 'filter_pwms',
+           'information_content', 'tomtom_matches', 'plant_sites', 'plot_logo', 'motif_recovery', 'recovery_fraction',
+           'motif_report']
 
 # %% ../nbs/61_motifs.ipynb #2eb8095a
 JASPAR_RELEASE = "JASPAR2024"
@@ -41,7 +42,7 @@ def jaspar_names(name: str) -> set[str]:
     "The TF symbols a JASPAR matrix name stands for, upper case: 'MAX::MYC' -> {'MAX', 'MYC'}."
     return {p.strip().upper() for p in name.split("::")}
 
-# %% ../nbs/61_motifs.ipynb #24204f6c
+# %% ../nbs/61_motifs.ipynb #bf815aad
 def first_conv(model):
     "The model's first `nn.Conv1d` with 4 input channels (the layer that reads one-hot DNA)."
     import torch.nn as nn
@@ -61,10 +62,12 @@ def filter_weights(model) -> tuple[np.ndarray, np.ndarray]:
 def filter_pwms(W,  # (F, 4, w) filters
                 bias,  # (F,) biases, or None
                 codes,  # (N, L) uint8 sequence codes (pmn_nb.dna), L >= w
-                n_top: int = 100,  # sites per filter: its best window in each of the n_top sequences it fires most on
+                frac: float = 0.5,  # a site must reach this fraction of the filter's best activation
+                max_sites: int = 1000,  # at most this many sites per filter, best first
+                site_keys=None,  # (N,) int genomic start of each sequence: a site at key + position counts once
                 pseudocount: float = 0.5,  # added to every count before normalising
                 batch: int = 512) -> tuple[np.ndarray, pd.DataFrame]:
-    "PPMs (F, 4, w) from each filter's top-activating windows, and a table: filter, n_sites, max_act, median_act."
+    "PPMs (F, 4, w) from each filter's sites (best window per sequence, >= frac x its best); table filter, n_sites, max_act."
     import torch
     W = torch.as_tensor(np.asarray(W), dtype=torch.float32)
     F, C, w = W.shape
@@ -73,6 +76,8 @@ def filter_pwms(W,  # (F, 4, w) filters
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] < w:
         raise PMNError(f"codes must be (N, L) with L >= filter width {w}, got shape {codes.shape}")
+    if site_keys is not None and len(site_keys) != len(codes):
+        raise PMNError(f"{len(site_keys)} site keys for {len(codes)} sequences")
     b = torch.zeros(F) if bias is None else torch.as_tensor(np.asarray(bias), dtype=torch.float32)
     best_val = np.empty((len(codes), F), np.float32)
     best_pos = np.empty((len(codes), F), np.int64)
@@ -85,32 +90,49 @@ def filter_pwms(W,  # (F, 4, w) filters
     rows = []
     onehot5 = np.vstack([np.eye(4), np.zeros((1, 4))])  # N counts for nothing
     for f in range(F):
-        order = np.argsort(-best_val[:, f], kind="stable")[:n_top]
-        order = order[best_val[order, f] > 0]
+        v = best_val[:, f]
+        top = float(v.max())
+        order = np.argsort(-v, kind="stable")
+        order = order[(v[order] > 0) & (v[order] >= frac * top)] if top > 0 else order[:0]
+        if site_keys is not None and len(order):  # one genomic site, one count
+            _, first = np.unique(np.asarray(site_keys)[order] + best_pos[order, f], return_index=True)
+            order = order[np.sort(first)]
+        order = order[:max_sites]
         if len(order):
             win = codes[order[:, None], best_pos[order, f][:, None] + np.arange(w)]  # (k, w)
             ppm[f] = onehot5[win].sum(0).T
         ppm[f] += pseudocount
         ppm[f] /= ppm[f].sum(0, keepdims=True)
-        rows.append((f, len(order), float(best_val[:, f].max()), float(np.median(best_val[:, f]))))
+        rows.append((f, len(order), top, float(np.median(v))))
     return ppm, pd.DataFrame(rows, columns=["filter", "n_sites", "max_act", "median_act"])
 
-# %% ../nbs/61_motifs.ipynb #37354c30
+# %% ../nbs/61_motifs.ipynb #3556dd55
+def information_content(ppm) -> float:
+    "Total information content of a (4, w) PPM in bits: sum over columns of 2 + sum_b p_b log2 p_b."
+    p = np.clip(np.asarray(ppm, dtype=np.float64), 1e-12, 1)
+    return float((2 + (p * np.log2(p)).sum(0)).sum())
+
+
 def tomtom_matches(ppms,  # (F, 4, w) or a list of (4, w_i) query PPMs
                    top: int = 5,  # matches kept per query, best first
-                   release: str = JASPAR_RELEASE, n_jobs: int = 1) -> pd.DataFrame:
+                   release: str = JASPAR_RELEASE, n_jobs: int = 1,
+                   min_ic: float = 2.0,  # queries with less information (bits) are not matched: no rows
+                   ids=None) -> pd.DataFrame:  # a label per query for the `query` column (default 0..F-1)
     "Best JASPAR matches of each query: query, rank, matrix_id, name, p, q (BH over the database, per query), offset, strand."
     from memelite import tomtom
     from scipy.stats import false_discovery_control
     targets, info = jaspar_motifs(release)
-    Q = [np.asarray(q, dtype=np.float64) for q in ppms]
-    p, _, off, _, strand = tomtom(Q, targets, n_jobs=n_jobs)
+    ids = list(range(len(ppms))) if ids is None else list(ids)
+    keep = [i for i, q in enumerate(ppms) if information_content(q) >= min_ic]
+    cols = ["query", "rank", "matrix_id", "name", "p", "q", "offset", "strand"]
+    if not keep: return pd.DataFrame(columns=cols)
+    p, _, off, _, strand = tomtom([np.asarray(ppms[i], dtype=np.float64) for i in keep], targets, n_jobs=n_jobs)
     rows = []
-    for i in range(len(Q)):
-        q = false_discovery_control(np.clip(p[i], 0, 1), method="bh")
-        for r, j in enumerate(np.argsort(p[i], kind="stable")[:top], 1):
-            rows.append((i, r, info.matrix_id[j], info.name[j], float(p[i, j]), float(q[j]), int(off[i, j]), int(strand[i, j])))
-    return pd.DataFrame(rows, columns=["query", "rank", "matrix_id", "name", "p", "q", "offset", "strand"])
+    for k, i in enumerate(keep):
+        q = false_discovery_control(np.clip(p[k], 0, 1), method="bh")
+        for r, j in enumerate(np.argsort(p[k], kind="stable")[:top], 1):
+            rows.append((ids[i], r, info.matrix_id[j], info.name[j], float(p[k, j]), float(q[j]), int(off[k, j]), int(strand[k, j])))
+    return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/61_motifs.ipynb #2671dc4e
 def plant_sites(n: int, L: int,  # number and length of sequences
@@ -175,24 +197,29 @@ def recovery_fraction(rec: pd.DataFrame) -> tuple[int, int, float]:
     k = int((rec.recovered & rec.in_jaspar).sum())
     return k, n, k / n if n else float("nan")
 
-# %% ../nbs/61_motifs.ipynb #0983ff67
+# %% ../nbs/61_motifs.ipynb #c87c2e87
 def motif_report(run,  # a training run folder (or best.pt / save_model folder)
                  codes,  # (N, L) uint8 sequences to read the filters on
                  tf_names=None,  # TFs whose motif recovery is scored (default: the run's TF names)
-                 n_top: int = 100, top: int = 3, q_max: float = 0.05, release: str = JASPAR_RELEASE) -> dict:
+                 site_keys=None,  # (N,) genomic starts of the sequences (overlapping windows), see `filter_pwms`
+                 min_sites: int = 10,  # filters with fewer sites are not matched
+                 top: int = 3, q_max: float = 0.05, release: str = JASPAR_RELEASE) -> dict:
     "PPMs of a model's first-layer filters, their JASPAR matches and per-TF recovery -> {stem: table} for `save_results`."
     from pmn_nb.trrust import load_run_model
     model, names = load_run_model(run)
     W, b = filter_weights(model)
-    ppm, st = filter_pwms(W, b, codes, n_top=n_top)
-    m = tomtom_matches(ppm, top=5, release=release)
+    ppm, st = filter_pwms(W, b, codes, site_keys=site_keys)
+    ok = st["filter"][st.n_sites >= min_sites].tolist()
+    m = tomtom_matches(ppm[ok], top=5, release=release, ids=ok)
     best = m[m["rank"] == 1].set_index("query")
-    st["best_match"] = [f"{best.matrix_id[f]} {best.name[f]}" for f in st["filter"]]
-    st["best_q"] = [best.q[f] for f in st["filter"]]
+    st["ic_bits"] = [information_content(p) for p in ppm]
+    st["best_match"] = [f"{best.matrix_id[f]} {best.name[f]}" if f in best.index else "none" for f in st["filter"]]
+    st["best_q"] = [best.q[f] if f in best.index else float("nan") for f in st["filter"]]
     rec = motif_recovery(m, tf_names if tf_names is not None else names, top=top, q_max=q_max, release=release)
     k, n, frac = recovery_fraction(rec)
     return {"filters": st, "matches": m, "recovery": rec,
-            "summary": {"n_filters": len(W), "width": W.shape[2], "n_sequences": len(codes), "n_top": n_top, "top": top,
+            "summary": {"n_filters": len(W), "width": W.shape[2], "n_sequences": len(codes), "min_sites": min_sites,
+                        "filters_with_sites": len(ok), "top": top,
                         "q_max": q_max, "release": release, "filters_matched": int((st.best_q < q_max).sum()),
                         "tfs_recovered": k, "tfs_with_jaspar": n, "fraction": frac},
             "ppms": {"ppm": np.round(ppm, 4)}}

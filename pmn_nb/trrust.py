@@ -544,7 +544,7 @@ def main_trrust(argv: list[str]) -> int:
     print(f"wrote {out}")
     return 0
 
-# %% ../nbs/60_trrust.ipynb #f9459689
+# %% ../nbs/60_trrust.ipynb #f842fbf6
 def work_dir(*parts: str) -> Path:
     "Rebuildable files of this chapter (trained runs, the synthetic genome): results/trrust/tmp/..., ignored by git."
     return results_dir("trrust", "tmp", *parts)
@@ -586,6 +586,12 @@ def chr22_runs() -> dict:
     return out
 
 
+def _best_valid_auroc(run) -> float | None:
+    "The best epoch's mean validation auROC of a training run folder (None if it has no history)."
+    h = Path(run) / "history.csv" if run else None
+    return float(pd.read_csv(h).valid_auroc.max()) if h is not None and h.exists() else None
+
+
 def save_vector_analyses(vectors: dict,  # {label: (X, names, what, run folder or None)}
                          sets: dict, prefix: str,  # results go to trrust/<prefix>_<label>
                          data_source: str, n_perm: int = 2000) -> list[str]:
@@ -598,13 +604,14 @@ def save_vector_analyses(vectors: dict,  # {label: (X, names, what, run folder o
                     "n_perm": n_perm, "alpha_bh": 0.05, "background_N": BACKGROUND_N, "vectors": what,
                     "run": Path(run).name if run else None,
                     "train": json.loads((Path(run) / "train_config.json").read_text())
-                    if run and (Path(run) / "train_config.json").exists() else None},
+                    if run and (Path(run) / "train_config.json").exists() else None,
+                    "best_valid_auroc": _best_valid_auroc(run)},
             seed=0, profile="quick", data=[trrust_path()] + ([Path(run) / "best.pt"] if run else []),
             data_source=f"{what}; {data_source}" if run else what))
         names.append(f"trrust/{prefix}_{label}")
     return names
 
-# %% ../nbs/60_trrust.ipynb #896c1810
+# %% ../nbs/60_trrust.ipynb #c8dd197d
 def synthetic_runs(preset: str = "quick") -> tuple[dict, object, Path]:
     "({'pmn': run, 'cnn': run}, truth, genome folder) for the synthetic genome `preset`, generated and trained if missing."
     from pmn_nb.synth import generate, load_truth
@@ -626,8 +633,9 @@ def synthetic_ari(runs: dict, truth, n_null: int = 200, seed: int = 0) -> tuple[
         X, names, what = load_tf_vectors(run)
         lab = module_labels(truth, names)
         if null is None: null = random_ari(lab, X.shape[1], n_rep=n_null, seed=seed)
-        rows.append({"vectors": what, "n_tfs": len(names), "n_modules": len(set(lab.tolist())), "ari": module_ari(X, lab),
-                     "null_p": (1 + int((null >= module_ari(X, lab)).sum())) / (1 + len(null))})
+        a = module_ari(X, lab)
+        rows.append({"vectors": what, "n_tfs": len(names), "n_modules": len(set(lab.tolist())), "ari": a,
+                     "null_p": (1 + int((null >= a).sum())) / (1 + len(null)), "valid_auroc": _best_valid_auroc(run)})
     rows.append({"vectors": f"random vectors (mean of {len(null)})", "n_tfs": rows[0]["n_tfs"],
-                 "n_modules": rows[0]["n_modules"], "ari": float(null.mean()), "null_p": float("nan")})
+                 "n_modules": rows[0]["n_modules"], "ari": float(null.mean()), "null_p": float("nan"), "valid_auroc": None})
     return pd.DataFrame(rows), null
