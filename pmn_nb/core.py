@@ -24,8 +24,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['PROFILES', 'PACKAGES', 'PMNError', 'repo_root', 'data_dir', 'data_path', 'results_dir', 'get_profile',
            'profile_config', 'set_seed', 'seed_worker', 'get_device', 'atomic_write', 'atomic_dir', 'file_md5',
-           'git_state', 'package_versions', 'to_jsonable', 'provenance', 'save_results', 'load_results', 'save_config',
-           'load_config', 'progress']
+           'git_state', 'package_versions', 'to_jsonable', 'provenance', 'write_results', 'save_results',
+           'load_results', 'save_config', 'load_config', 'progress']
 
 # %% ../nbs/00_core.ipynb #e3e6859e
 class PMNError(Exception):
@@ -255,19 +255,25 @@ def provenance(config=None,  # the run's config (a dataclass or dict)
         "data_source": data_source,
         "data": {_relative(Path(p)): file_md5(p) for p in data}, "config": config, **extra})
 
-# %% ../nbs/00_core.ipynb #e0796505
-def save_results(name: str,  # folder under results/, e.g. 'windows/chr22'
-                 tables: dict,  # file stem -> pandas DataFrame (CSV) or JSON-able object
-                 prov: dict) -> Path:  # the `provenance()` record
-    "Write `tables` and `prov` to `results/<name>/` atomically; return the folder."
+# %% ../nbs/00_core.ipynb #6e7a74e8
+def write_results(dest: str | os.PathLike,  # any folder; replaced whole
+                  tables: dict,  # file stem -> pandas DataFrame (CSV) or JSON-able object
+                  prov: dict) -> Path:  # the `provenance()` record
+    "Write `tables` and `prov` into the folder `dest` atomically; return it."
     import pandas as pd
-    dest = results_dir(create=True) / name
     with atomic_dir(dest) as tmp:
         for stem, t in tables.items():
             if isinstance(t, pd.DataFrame): t.to_csv(tmp / f"{stem}.csv", index=False)
             else: (tmp / f"{stem}.json").write_text(json.dumps(to_jsonable(t), indent=1) + "\n")
         (tmp / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
-    return dest
+    return Path(dest)
+
+
+def save_results(name: str,  # folder under results/, e.g. 'windows/chr22'
+                 tables: dict,  # file stem -> pandas DataFrame (CSV) or JSON-able object
+                 prov: dict) -> Path:  # the `provenance()` record
+    "Write `tables` and `prov` to `results/<name>/` atomically; return the folder."
+    return write_results(results_dir(create=True) / name, tables, prov)
 
 
 def load_results(name: str, how: str = "") -> dict:

@@ -476,16 +476,11 @@ def analyse_vectors(X, names,  # (n, d) TF vectors and their n names
     return {"linkage": {"names": names, "Z": Z, "metric": metric, "method": method, "cut_fraction": CUT_FRACTION},
             "clusters": cl, "enrichment": pd.concat(enr, ignore_index=True), "model_symbols": syms}
 
-# %% ../nbs/60_trrust.ipynb #bdbf7689
+# %% ../nbs/60_trrust.ipynb #0dc42e41
 def _write_tables(out: Path, tables: dict, prov: dict) -> Path:
     "Like `save_results`, into any folder (atomically)."
-    from pmn_nb.core import atomic_dir
-    with atomic_dir(out) as tmp:
-        for stem, t in tables.items():
-            if isinstance(t, pd.DataFrame): t.to_csv(tmp / f"{stem}.csv", index=False)
-            else: (tmp / f"{stem}.json").write_text(json.dumps(to_jsonable(t), indent=1) + "\n")
-        (tmp / "provenance.json").write_text(json.dumps(prov, indent=1) + "\n")
-    return out
+    from pmn_nb.core import write_results
+    return write_results(out, tables, prov)
 
 
 def _read_names(path: str) -> list[str]:
