@@ -401,7 +401,7 @@ def run_mnist(cfg: MnistConfig,  # what to run
     save_model(model.cpu(), dest)  # model.pt last: it marks the run finished
     return dest
 
-# %% ../nbs/70_mnist.ipynb #b13685a1
+# %% ../nbs/70_mnist.ipynb #de2ced9b
 def collect_runs(out: str | os.PathLike) -> tuple:
     "Finished runs of a grid folder -> (metrics: one row per run, histories: one row per run and epoch), both DataFrames."
     import pandas as pd
@@ -427,9 +427,7 @@ def table6(runs, tol: float = 0.15):
         out.append({"model": MODEL_LABELS.get(m, m), "paper": paper, "ours_mean": mean, "ours_std": std, "seeds": len(g),
                     "difference": mean - paper, "within_tol": bool(abs(mean - paper) <= tol),
                     "best_epoch_acc_mean": g.best_test_acc.mean(), "epochs": int(g.epochs.max()),
-                    "silhouette_euclidean": g.silhouette_euclidean.mean(),
-                    "silhouette_euclidean_std": g.silhouette_euclidean.std(ddof=1) if len(g) > 1 else float("nan"),
-                    "silhouette_cosine": g.silhouette_cosine.mean(),
+                    "silhouette_euclidean": g.silhouette_euclidean.mean(), "silhouette_cosine": g.silhouette_cosine.mean(),
                     "silhouette_tsne": g.silhouette_tsne.mean(), "seconds_per_epoch": g.seconds_per_epoch.mean()})
     return pd.DataFrame(out)
 
