@@ -7,7 +7,7 @@ export PYTHONHASHSEED := 0
 # idle OpenMP threads spin and slow small torch ops on a busy machine (measured in the model chapter)
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: book test install export clean readme nbtest pytest check-export bench
+.PHONY: book test install export clean readme verdict nbtest pytest check-export bench
 
 # fresh virtual environment with CPU torch, the package (editable) and the dev tools; redone when settings.ini changes
 $(VENV)/.installed: settings.ini setup.py pyproject.toml
@@ -17,9 +17,13 @@ $(VENV)/.installed: settings.ini setup.py pyproject.toml
 
 install: $(VENV)/.installed
 
+# always from scratch: a build left by an earlier (failed or older) run must never let this pass. Then check what was
+# built: no chapter wrote stderr, no page loads a script, style or font from the network (tools/check_book.py).
 book: install
-	$(BIN)/jupyter-book build book/ -W -n --keep-going
-	@echo "book: $(CURDIR)/book/_build/html/index.html"
+	rm -rf book/_build
+	$(BIN)/jupyter-book build book/ --all -W -n --keep-going
+	$(BIN)/python tools/check_book.py
+	@echo "book: open $(CURDIR)/book/_build/html/index.html"
 
 # the library must be exactly what the notebooks export, and notebooks must carry their Jupyter Book tags
 check-export: install
@@ -42,7 +46,12 @@ export: install
 	$(BIN)/python tools/nbtags.py
 	$(BIN)/nbdev_clean
 
-readme: install
+# the front page's verdict table ("The paper vs this companion"), recomputed from results/ into results/verdict/
+verdict: install
+	$(BIN)/python tools/verdict.py
+
+# README.md is nbs/index.ipynb executed (after the verdict table is brought up to date)
+readme: verdict
 	$(BIN)/jupyter nbconvert --to markdown --execute --no-input nbs/index.ipynb --output-dir . --output README
 	sed -i 's|^!\[png\](README_files/|![figure](README_files/|' README.md
 

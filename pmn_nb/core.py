@@ -25,7 +25,7 @@ import numpy as np
 __all__ = ['PROFILES', 'PACKAGES', 'PMNError', 'repo_root', 'data_dir', 'data_path', 'results_dir', 'get_profile',
            'profile_config', 'set_seed', 'seed_worker', 'get_device', 'atomic_write', 'atomic_dir', 'file_md5',
            'git_state', 'package_versions', 'to_jsonable', 'provenance', 'write_results', 'save_results',
-           'load_results', 'save_config', 'load_config', 'progress']
+           'load_results', 'save_config', 'load_config', 'progress_enabled', 'progress']
 
 # %% ../nbs/00_core.ipynb #e3e6859e
 class PMNError(Exception):
@@ -311,10 +311,22 @@ def load_config(cls, src):
     kw = {k: (tuple(v) if isinstance(v, list) and isinstance(getattr(cls, k, None), tuple) else v) for k, v in d.items()}
     return cls(**kw)
 
-# %% ../nbs/00_core.ipynb #0d97337b
+# %% ../nbs/00_core.ipynb #04166653
+def progress_enabled(file=None,  # the stream the bar would write to; None: sys.stderr
+                     ) -> bool:
+    "Whether `progress` draws bars: `PMN_PROGRESS=1` yes, `PMN_PROGRESS=0` no, unset: only if `file` is a terminal."
+    import sys
+    v = os.environ.get("PMN_PROGRESS", "").strip()
+    if v in ("0", "1"): return v == "1"
+    if v: raise PMNError(f"PMN_PROGRESS={v!r} is not 0 or 1", hint="unset it (bars only at a terminal), or 1 (on), or 0 (off)")
+    f = sys.stderr if file is None else file
+    try: return bool(f.isatty())
+    except (AttributeError, ValueError): return False  # no isatty, or a closed stream
+
+
 def progress(iterable=None, **kw):
-    "A tqdm progress bar, disabled when `PMN_PROGRESS=0`."
+    "A tqdm bar on stderr (or `file=`), drawn only when `progress_enabled` says so; `disable=True` always hides it."
     from tqdm import tqdm
-    kw.setdefault("disable", os.environ.get("PMN_PROGRESS", "1") == "0")
+    if not kw.get("disable") and not progress_enabled(kw.get("file")): kw["disable"] = True
     kw.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kw)

@@ -780,7 +780,7 @@ def generate(cfg: SynthConfig | str = "quick",  # a config, or a preset name
         sites.write("\t".join(SITE_COLS) + "\n")
         fai = []
         bar = progress(total=int(layout.length.sum()), unit="b", unit_scale=True, desc="pmn synth",
-                       disable=not show_progress or os.environ.get("PMN_PROGRESS", "1") == "0")
+                       **({} if show_progress else {"disable": True}))
         try:
             with open(tmp / "genome.fa", "wb") as fa:
                 slot_base = 0
