@@ -28,7 +28,7 @@ COMMANDS = {  # name: (module, function, one-line help)
     "trrust": ("pmn_nb.trrust", "main_trrust", "cluster prototypes and test TF cooperativity against TRRUST (Table 5)"),
     "mnist": ("pmn_nb.mnist", "main_mnist", "the MNIST appendix: Table 6, Figures 4-5"),
     "reproduce": ("pmn_nb.reproduce", "main_reproduce", "fetch, window, train, validate: the paper end to end"),
-    "predict": ("pmn_nb.reproduce", "main_predict", "score DNA with a trained model, per window and TF"),
+    "predict": ("pmn_nb.predict", "main_predict", "score DNA with a trained model, per window and TF"),
 }
 
 
@@ -59,19 +59,30 @@ def cmd_version(argv=()) -> int:
     return 0
 
 
+_NOT_DATA = ("MD5SUMS", "*.md", ".*", "*.fai", "*.gzi")  # docs, the lists themselves, hidden files and indexes are not checksummed
+
+
 def check_md5sums(folder) -> tuple[list, list]:
-    "Verify every `MD5SUMS` file under `folder`: return (ok paths, [(path, problem)])."
+    "Verify every `MD5SUMS` file under `folder`, and that every data file is listed in one: return (ok paths, [(path, problem)])."
     from pathlib import Path
     from pmn_nb.core import file_md5
-    ok, bad = [], []
+    ok, bad, listed = [], [], set()
     for sums in sorted(Path(folder).rglob("MD5SUMS")):
-        for i, line in enumerate(sums.read_text().splitlines(), 1):
+        for i, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
             if not line.strip(): continue
             md5, _, rel = line.partition("  ")
-            f = sums.parent / rel
-            if not f.exists(): bad.append((f, f"missing (listed in {sums.name} line {i})"))
-            elif file_md5(f) != md5: bad.append((f, f"md5 differs from {sums.name} line {i}"))
+            if len(md5) != 32 or not rel.strip() or any(c not in "0123456789abcdef" for c in md5.lower()):
+                bad.append((sums, f"line {i} is not '<md5>  <file>'")); continue
+            f = sums.parent / rel.strip().removeprefix("*")
+            listed.add(f.resolve())
+            if not f.is_file(): bad.append((f, f"missing (listed in {sums.name} line {i})"))
+            elif file_md5(f) != md5.lower(): bad.append((f, f"md5 differs from {sums.name} line {i}"))
             else: ok.append(f)
+    for f in sorted(Path(folder).rglob("*")):  # a data file no list names would pass unchecked: report it
+        rel = f.relative_to(folder)
+        if (f.is_file() and f.resolve() not in listed and not any(p.startswith(".") for p in rel.parts)
+                and not any(f.match(g) for g in _NOT_DATA)):
+            bad.append((f, f"no checksum: not listed in an MD5SUMS file (add its md5 to an MD5SUMS file in its folder or one above)"))
     return ok, bad
 
 
