@@ -22,11 +22,13 @@ from .core import PMNError, atomic_write, get_profile, to_jsonable
 from .metrics import METRICS
 
 # %% auto #0
-__all__ = ['TABLE4_ROWS', 'BASELINE', 'CNN_ROWS', 'FULL_PMN', 'GRID_PRESETS', 'GRID_KEYS', 'ROW_KEYS', 'PAPER_TABLE4',
-           'PAPER_SMALL_LARGE', 'default_grid', 'check_grid', 'load_grid', 'resolve_data', 'run_spec', 'run_state',
-           'Interrupted', 'train_run', 'run_grid', 'collect', 'common_tfs', 'table4', 'paired_tests', 'small_vs_large',
-           'epoch_curves', 'ablation_tables', 'save_ablation', 'wall_elapsed', 'main_ablate', 'table4_view',
-           'tests_view', 'plot_figure3']
+__all__ = ['TABLE4_ROWS', 'BASELINE', 'CNN_ROWS', 'FULL_PMN', 'GRID_PRESETS', 'GRID_KEYS', 'ROW_KEYS', 'SYNTH_TABLE4',
+           'PAPER_TABLE4', 'PAPER_SMALL_LARGE', 'default_grid', 'check_grid', 'load_grid', 'synth_for', 'resolve_data',
+           'run_spec', 'run_state', 'Interrupted', 'train_run', 'code_fingerprint', 'store_md5', 'run_provenance',
+           'check_finished', 'run_grid', 'collect', 'common_tfs', 'table4', 'paired_tests', 'holm', 'seed_bootstrap',
+           'seed_tests', 'all_tests', 'small_vs_large', 'epoch_curves', 'scan_max', 'motif_regression', 'planted_truth',
+           'reference_pwms', 'ceiling_table', 'fraction_of_ceiling', 'references_for', 'ablation_tables',
+           'save_ablation', 'wall_elapsed', 'main_ablate', 'table4_view', 'tests_view', 'plot_figure3']
 
 # %% ../nbs/50_ablations.ipynb #7abaf82c
 TABLE4_ROWS = [  # Table 4's rows in its order: (key, name as printed, ModelConfig overrides, λ)
@@ -99,17 +101,29 @@ def load_grid(path: str | os.PathLike) -> dict:
     except FileNotFoundError: raise PMNError("grid file not found", path=p) from None
     except json.JSONDecodeError as e: raise PMNError(f"not valid JSON: {e.msg}", path=p, line=e.lineno) from None
 
-# %% ../nbs/50_ablations.ipynb #a00728f1
+# %% ../nbs/50_ablations.ipynb #73427212
+SYNTH_TABLE4 = dict(  # the synthetic genome built for Table 4's question (see "A synthetic genome for Table 4" below)
+    size=6_000_000, n_tfs=24, n_modules=4, bound_per_mb=2000, cobound_frac=0.6, tfs_per_window=2.5, freq_min=0.03,
+    freq_max=0.25, dependent_frac=0.3)
+
+
+def synth_for(preset: str):
+    "The synthetic genome folder of a preset: chapter 20's presets, or 'table4' (`SYNTH_TABLE4`)."
+    from pmn_nb.synth import PRESETS, SynthConfig, synth_genome
+    if preset == "table4": return synth_genome(SynthConfig(**SYNTH_TABLE4))
+    if preset not in PRESETS:
+        raise PMNError(f"unknown synthetic preset {preset!r}", hint=f"use one of {', '.join([*PRESETS, 'table4'])}")
+    return synth_genome(preset)
+
+
 def resolve_data(spec: str | os.PathLike) -> tuple[Path, str]:
     "(store folder, data label) for a store path, 'chr22' or 'synth:PRESET'; stores are built on first use."
     from pmn_nb.windows import WindowParams, WindowStore, build_store, cache_dir, chr22_store
     s = str(spec)
     if s == "chr22": return Path(chr22_store().path), "chr22"
     if s.startswith("synth:"):
-        from pmn_nb.synth import PRESETS, synth_genome
         preset = s.split(":", 1)[1]
-        if preset not in PRESETS: raise PMNError(f"unknown synthetic preset {preset!r}", hint=f"use one of {', '.join(PRESETS)}")
-        g = synth_genome(preset)
+        g = synth_for(preset)
         out = cache_dir("ablations", "stores") / g.name
         if not (out / "meta.json").exists():
             build_store(g / "genome.fa", g / "tfs.tsv", out, WindowParams(), show_progress=False,
@@ -120,7 +134,7 @@ def resolve_data(spec: str | os.PathLike) -> tuple[Path, str]:
         raise PMNError("not a window store (no meta.json)", path=p, hint="pass a store folder, 'chr22' or 'synth:PRESET'")
     return p, p.name
 
-# %% ../nbs/50_ablations.ipynb #63bf8a78
+# %% ../nbs/50_ablations.ipynb #5429d7f3
 def run_spec(grid: dict, row: dict, seed: int) -> dict:
     "Everything that defines one run of a grid: the train and model overrides, λ and the seed."
     return {"profile": grid["profile"], "train": {**grid["train"], "lam": row["lam"], "seed": seed},
@@ -200,6 +214,9 @@ def train_run(store: str | os.PathLike,  # a window store folder
     run_seconds = float(h.train_seconds.sum() + h.eval_seconds.sum() + h.get("test_seconds", pd.Series(dtype=float)).sum()
                         + test_seconds)
     result = {"spec": spec, "best_epoch": best, "epochs": int(hist.epoch.max()), "test": summarize_metrics(test),
+              "epochs_run": int(hist.attrs["epochs_run"]), "stopped_early": bool(hist.attrs["stopped_early"]),
+              "max_epochs": int(tcfg.epochs), "precision": hist.attrs["precision"],
+              "member_epoch": hist.attrs.get("member_epoch"), **run_provenance(store),
               "valid_windows": len(valid_ds), "test_windows": len(test_ds), "test_curve_windows": len(curve_ds),
               "run_seconds": run_seconds, "parameters": sum(p.numel() for p in model.parameters()),
               "history": h.drop(columns=["best"], errors="ignore").to_dict("records")}
@@ -207,44 +224,158 @@ def train_run(store: str | os.PathLike,  # a window store folder
     if log: log(f"{d}: best epoch {best}, test auROC {result['test']['auroc_mean']:.3f} ({time.perf_counter() - t0:.0f} s)")
     return result
 
-# %% ../nbs/50_ablations.ipynb #89eb52de
+# %% ../nbs/50_ablations.ipynb #f72e9233
+def code_fingerprint() -> str:
+    "md5 of the code that decides a run's numbers: the model chapter, `fit`, evaluation, the batch order and the metrics."
+    import hashlib, inspect
+    from pmn_nb import metrics, model, train
+    parts = [inspect.getsource(model), inspect.getsource(metrics)] + [
+        inspect.getsource(getattr(train, n)) for n in ("TrainConfig", "EpochBatchSampler", "epoch_order", "_evaluate", "fit",
+                                                       "resolve_amp", "cpu_has_bf16")]
+    return hashlib.md5("\n".join(parts).encode()).hexdigest()
+
+
+def store_md5(store: str | os.PathLike) -> str:
+    "md5 over a window store's meta.json and its label and sequence arrays (what a run trains and is scored on)."
+    import hashlib
+    from pmn_nb.core import file_md5
+    d = Path(store)
+    files = [d / "meta.json"] + sorted(p for p in d.glob("*.npy"))
+    return hashlib.md5("".join(f"{p.name}:{file_md5(p)}" for p in files).encode()).hexdigest()
+
+
+def run_provenance(store) -> dict:
+    "What a run's result.json records about where it came from: code commit, dirty flag, code fingerprint, store md5."
+    from pmn_nb.core import provenance
+    g = provenance().get("git") or {}
+    return {"commit": g.get("commit"), "dirty": g.get("dirty"), "code_md5": code_fingerprint(), "store_md5": store_md5(store)}
+
+
+def check_finished(d: Path, spec: dict, store_sum: str, code_sum: str, log=None) -> bool:
+    "Reuse rule for a finished run: other settings or another store -> error; other code -> a warning. -> True if stale code."
+    res = json.loads((d / "result.json").read_text())
+    if res["spec"] != to_jsonable(spec):
+        raise PMNError("a finished run was made with other settings than this grid's", path=d,
+                       hint="use a new --out folder for a changed grid, or delete the run folder")
+    if res.get("store_md5") not in (None, store_sum):
+        raise PMNError("a finished run was trained on another window store (its md5 differs)", path=d / "result.json",
+                       hint="use a new --out folder for the new store, or delete the run folder to retrain it")
+    stale = res.get("code_md5") != code_sum
+    if stale and log: log(f"{d}: finished with other model/training code (commit {res.get('commit')}); reused and flagged")
+    return stale
+
+
+def _claim(d: Path):
+    "An exclusive lock on run folder `d` (flock on d/.claim), or None if another process holds it; freed when the process dies."
+    import fcntl
+    d.mkdir(parents=True, exist_ok=True)
+    f = open(d / ".claim", "a+")
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    f.seek(0); f.truncate(); f.write(f"{os.getpid()}\n"); f.flush()
+    return f
+
+
+def _release(f):
+    import fcntl
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
+def _run_plan(grid, store, out, plan, stop_after=0, log=None, job=None) -> list:
+    "Train the runs of `plan` [(row, seed)] that no other process has claimed; -> what this process did, one dict per run."
+    done, store_sum, code_sum = [], store_md5(store), code_fingerprint()
+    tag = "" if job is None else f"job {job}: "
+    for r, seed in plan:
+        d, spec = out / r["key"] / f"seed{seed}", run_spec(grid, r, seed)
+        lock = _claim(d)
+        if lock is None:  # another job is training it
+            continue
+        try:
+            state = run_state(d)
+            if state == "finished":
+                stale = check_finished(d, spec, store_sum, code_sum, log)
+                done.append({"key": r["key"], "seed": seed, "state": state, "action": "skipped", "seconds": 0.0,
+                             "job": job, "stale_code": stale})
+                continue
+            if log: log(f"{tag}{d}: {'resuming' if state == 'interrupted' else 'training'} {r['name']}, seed {seed}")
+            t0 = time.perf_counter()
+            train_run(store, spec, d, stop_after=stop_after, log=(lambda m: log(tag + m)) if log else None)
+            done.append({"key": r["key"], "seed": seed, "state": state, "job": job, "stale_code": False,
+                         "action": "resumed" if state == "interrupted" else "trained", "seconds": time.perf_counter() - t0})
+        finally:
+            _release(lock)
+    return done
+
+
+def _job_main(spec_file: str) -> int:
+    "One worker process of `run_grid(jobs=N)` (a fresh interpreter): its own thread count, log lines prefixed with the job."
+    import torch
+    spec = json.loads(Path(spec_file).read_text())
+    os.environ["PMN_PROGRESS"] = "0"  # several bars in one terminal garble each other; each job logs lines instead
+    torch.set_num_threads(spec["threads"])
+    log = lambda m: print(f"pmn ablate: {m}", file=sys.stderr, flush=True)
+    rows = {r["key"]: r for r in spec["grid"]["rows"]}
+    plan = [(rows[k], s) for k, s in spec["plan"]]
+    try:
+        done, rc = _run_plan(spec["grid"], spec["store"], Path(spec["out"]), plan, spec["stop_after"], log, spec["job"]), 0
+    except Interrupted:
+        done, rc = [{"job": spec["job"], "action": "interrupted"}], 3
+    with atomic_write(spec["done_file"]) as f: json.dump(to_jsonable(done), f)
+    return rc
+
+
 def run_grid(grid: dict,  # a checked grid (`default_grid`, `load_grid`)
              store: str | os.PathLike,  # window store folder
              out: str | os.PathLike,  # the grid's folder: OUT/<row key>/seed<seed>/
              rows=None,  # only these row keys (default: all)
              seeds=None,  # only these seeds (default: each row's own)
              stop_after: int = 0,  # tests: stop each run after this many steps (see `train_run`)
-             log=None) -> pd.DataFrame:
+             log=None,  # callable(str) for progress lines
+             jobs: int = 1,  # processes training runs concurrently (each claims a run before training it)
+             threads: int = 1) -> pd.DataFrame:  # torch threads per job when jobs > 1
     "Train every missing run of `grid`, resume interrupted ones, skip finished ones. -> one row per run with what was done."
     out = Path(out)
     wanted = [r for r in grid["rows"] if rows is None or r["key"] in rows]
     if rows is not None and len(wanted) != len(set(rows)):
         raise PMNError(f"unknown rows {sorted(set(rows) - {r['key'] for r in grid['rows']})}",
                        hint=f"the grid's rows: {', '.join(r['key'] for r in grid['rows'])}")
+    if not isinstance(jobs, int) or jobs < 1: raise PMNError(f"jobs must be an integer >= 1, not {jobs!r}")
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "grid.json") as f: json.dump(to_jsonable(grid), f, indent=1)
-    done = []
     plan = [(r, s) for r in wanted for s in (r["seeds"] if seeds is None else seeds)]
-    for r, seed in sorted(plan, key=lambda rs: rs[1]):  # seed by seed: a stopped grid has whole tables of its first seeds
-        if True:
-            d, spec = out / r["key"] / f"seed{seed}", run_spec(grid, r, seed)
-            state = run_state(d)
-            if state == "finished":
-                res = json.loads((d / "result.json").read_text())
-                if res["spec"] != to_jsonable(spec):
-                    raise PMNError("a finished run was made with other settings than this grid's", path=d,
-                                   hint="use a new --out folder for a changed grid, or delete the run folder")
-                done.append({"key": r["key"], "seed": seed, "state": state, "action": "skipped", "seconds": 0.0})
-                if log: log(f"{d}: finished, skipped")
-                continue
-            if log: log(f"{d}: {'resuming' if state == 'interrupted' else 'training'} {r['name']}, seed {seed}")
-            t0 = time.perf_counter()
-            train_run(store, spec, d, stop_after=stop_after, log=log)
-            done.append({"key": r["key"], "seed": seed, "state": state,
-                         "action": "resumed" if state == "interrupted" else "trained", "seconds": time.perf_counter() - t0})
-    return pd.DataFrame(done, columns=["key", "seed", "state", "action", "seconds"])
+    plan = sorted(plan, key=lambda rs: rs[1])  # seed by seed: a stopped grid has whole tables of its first seeds
+    cols = ["key", "seed", "state", "action", "seconds", "job", "stale_code"]
+    if jobs == 1:
+        return pd.DataFrame(_run_plan(grid, store, out, plan, stop_after, log), columns=cols)
+    # costly runs first, so that the last job to finish is not the one that drew the single-label ensemble last
+    plan = sorted(plan, key=lambda rs: (rs[0]["model"].get("kind") != "cnn_single", rs[1]))
+    # each job is a fresh interpreter (not fork: torch's thread pools do not survive it; not multiprocessing's spawn,
+    # which re-imports the caller's __main__ and fails inside notebook runners)
+    import subprocess, tempfile
+    with tempfile.TemporaryDirectory(prefix=".jobs-", dir=out) as tmp:
+        procs, files = [], []
+        for j in range(jobs):
+            spec = {"job": j, "threads": threads, "grid": grid, "store": str(store), "out": str(out), "stop_after": stop_after,
+                    "plan": [(r["key"], s) for r, s in plan], "done_file": f"{tmp}/done{j}.json"}
+            (Path(tmp) / f"job{j}.json").write_text(json.dumps(to_jsonable(spec)))
+            files.append(Path(spec["done_file"]))
+            procs.append(subprocess.Popen([sys.executable, "-c", "import sys; from pmn_nb.ablations import _job_main; "
+                                           f"sys.exit(_job_main({str(Path(tmp) / f'job{j}.json')!r}))"]))
+        codes = [p.wait() for p in procs]
+        done = [d for f in files if f.exists() for d in json.loads(f.read_text())]
+        lost = not all(f.exists() for f in files)
+    if any(d.get("action") == "interrupted" for d in done): raise Interrupted("a job stopped (stop_after)")
+    if any(c not in (0, 3) for c in codes) or lost:
+        raise PMNError(f"a training job failed (exit codes {codes}); its message is above", path=out,
+                       hint="run again with --jobs 1 to see the error in this process")
+    df = pd.DataFrame(done, columns=cols)  # every job sees the finished runs: report each run once, by what was done to it
+    df = df.sort_values("action", key=lambda a: a.eq("skipped"), kind="stable").drop_duplicates(["key", "seed"])
+    return df.sort_values(["seed", "key"], kind="stable").reset_index(drop=True)
 
-# %% ../nbs/50_ablations.ipynb #1f790209
+# %% ../nbs/50_ablations.ipynb #8534611b
 def collect(grid: dict, out: str | os.PathLike, store: str | os.PathLike | None = None) -> dict:
     "{'per_tf', 'curves', 'runs', 'tf_sizes', 'missing'} from the finished runs of `grid` under `out`."
     out = Path(out)
@@ -262,7 +393,11 @@ def collect(grid: dict, out: str | os.PathLike, store: str | os.PathLike | None 
             curves.append(h[[c for c in ["key", "name", "seed", "epoch", "train_loss", "train_auroc", "valid_auroc",
                                          "test_auroc", "valid_aupr", "test_aupr"] if c in h]])
             runs.append({"key": r["key"], "name": r["name"], "seed": seed, "lam": r["lam"], "best_epoch": res["best_epoch"],
-                         "epochs": res["epochs"], "run_seconds": res["run_seconds"], "parameters": res["parameters"],
+                         "epochs": res["epochs"], "epochs_run": res.get("epochs_run", res["epochs"]),
+                         "max_epochs": res.get("max_epochs"), "stopped_early": res.get("stopped_early", False),
+                         "precision": res.get("precision"), "commit": res.get("commit"), "dirty": res.get("dirty"),
+                         "code_md5": res.get("code_md5"), "store_md5": res.get("store_md5"),
+                         "run_seconds": res["run_seconds"], "parameters": res["parameters"],
                          "test_windows": res["test_windows"], "n_defined": res["test"]["n_defined"],
                          **{f"test_{k}": res["test"][f"{k}_mean"] for k in METRICS}})
     tf_sizes = None
@@ -274,7 +409,7 @@ def collect(grid: dict, out: str | os.PathLike, store: str | os.PathLike | None 
     return {"per_tf": cat(per_tf), "curves": cat(curves), "runs": pd.DataFrame(runs), "tf_sizes": tf_sizes,
             "missing": pd.DataFrame(missing, columns=["key", "seed", "state"])}
 
-# %% ../nbs/50_ablations.ipynb #3cccfb67
+# %% ../nbs/50_ablations.ipynb #2fa2ba50
 PAPER_TABLE4 = pd.DataFrame([  # Table 4 of the paper, 86 TFs, GM12878 (full ENCODE), as printed
     # key, auROC mean, std, % inc, auPR mean, std, % inc, recall@50%FDR mean, std, % inc
     ("cnn_single", 0.820, 0.072, np.nan, 0.263, 0.123, np.nan, 0.224, 0.198, np.nan),
@@ -310,8 +445,9 @@ def table4(per_tf: pd.DataFrame,  # long table: key, name, seed, tf, auroc, aupr
     cols = [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "inc")]
     g = per_seed.groupby("key", sort=False)
     out = g[cols].mean()
-    sd = g[cols].std(ddof=0).add_suffix("_sd_seeds")
+    sd = g[cols].std(ddof=1).add_suffix("_sd_seeds")  # SD across seeds (ddof = 1; NaN with one seed)
     out = out.join(sd).join(g.seed.nunique().rename("n_seeds")).reset_index()
+    for m in METRICS: out[f"{m}_sd"] = out[f"{m}_mean_sd_seeds"]  # short name: the SD across seeds of the row's mean
     out.loc[out.key == baseline, [f"{m}_inc" for m in METRICS]] = np.nan
     names = per_tf.drop_duplicates("key").set_index("key").name
     out.insert(1, "name", out.key.map(names))
@@ -349,6 +485,71 @@ def paired_tests(per_tf: pd.DataFrame,
                              "p_wilcoxon": float(w.pvalue) if w is not None else np.nan})
     return pd.DataFrame(rows)
 
+# %% ../nbs/50_ablations.ipynb #138941eb
+def holm(p) -> np.ndarray:
+    "Holm's step-down adjusted p-values (NaN stays NaN)."
+    p = np.asarray(p, float)
+    ok = ~np.isnan(p)
+    q, out = p[ok], np.full(p.shape, np.nan)
+    order = np.argsort(q)
+    adj = np.maximum.accumulate((len(q) - np.arange(len(q))) * q[order])
+    res = np.empty_like(q); res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def seed_bootstrap(a: np.ndarray,  # (S, T) per-seed, per-TF metric of model A (seeds paired with B's rows)
+                   b: np.ndarray,  # (S, T) the same for model B
+                   n: int = 10_000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    "95 % CI of mean(A) - mean(B) by a hierarchical bootstrap: seeds (paired), then TFs within each draw."
+    rng = np.random.default_rng(seed)
+    S, T = a.shape
+    si = rng.integers(0, S, (n, S))  # seeds drawn per resample
+    ti = rng.integers(0, T, (n, T))  # TFs drawn per resample (the same for both models)
+    d = a - b  # (S, T)
+    stats = d[si[:, :, None], ti[:, None, :]].mean((1, 2))
+    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def seed_tests(per_tf: pd.DataFrame,
+               better=None,  # row keys tested as the better model (default: every key not in `than`)
+               than=CNN_ROWS,  # row keys they are tested against
+               n_boot: int = 10_000) -> pd.DataFrame:
+    "Per pair and metric: mean difference over paired seeds, its hierarchical-bootstrap 95 % CI, paired t over seeds, Holm."
+    from scipy.stats import ttest_rel
+    tfs, _ = common_tfs(per_tf)
+    df = per_tf[per_tf.tf.isin(tfs)]
+    keys = list(dict.fromkeys(df.key))
+    better = [k for k in keys if k not in than] if better is None else list(better)
+    rows = []
+    for a in better:
+        for b in than:
+            if a not in keys or b not in keys or a == b: continue
+            seeds = sorted(set(df.seed[df.key == a]) & set(df.seed[df.key == b]))
+            if not seeds: continue
+            mat = lambda k, m: df[df.key == k].pivot_table(index="seed", columns="tf", values=m).loc[seeds, tfs].to_numpy()
+            for m in METRICS:
+                A, B = mat(a, m), mat(b, m)
+                d = A.mean(1) - B.mean(1)  # per seed
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    p = float(ttest_rel(A.mean(1), B.mean(1)).pvalue) if len(seeds) > 1 and np.any(d != d[0]) else np.nan
+                lo, hi = seed_bootstrap(A, B, n_boot)
+                rows.append({"better": a, "than": b, "metric": m, "seeds": len(seeds), "n_tfs": len(tfs),
+                             "diff_mean": float(d.mean()), "diff_sd_seeds": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
+                             "seeds_better": int((d > 0).sum()), "diff_ci_low": lo, "diff_ci_high": hi, "p_seed": p})
+    out = pd.DataFrame(rows)
+    if len(out): out["p_holm"] = holm(out.p_seed)
+    return out
+
+
+def all_tests(per_tf: pd.DataFrame, **kw) -> pd.DataFrame:
+    "The paper's test across TFs (`p_ttest`, `p_wilcoxon`) and the seed-level statistics side by side, one row per pair and metric."
+    a, b = paired_tests(per_tf), seed_tests(per_tf, **kw)
+    if not len(a): return a
+    return a.merge(b.drop(columns=["n_tfs", "seeds"]), on=["better", "than", "metric"], how="left")
+
 # %% ../nbs/50_ablations.ipynb #f9d3f008
 def small_vs_large(per_tf: pd.DataFrame, tf_sizes: pd.DataFrame,  # tf, train_pos
                    model: str = FULL_PMN, than=CNN_ROWS, k: int = 10, metric: str = "auroc") -> pd.DataFrame:
@@ -374,7 +575,117 @@ def epoch_curves(curves: pd.DataFrame) -> pd.DataFrame:
     g = curves.groupby(["key", "name", "epoch"], sort=False)
     return g[cols].mean().join(g.seed.nunique().rename("n_seeds")).reset_index()
 
-# %% ../nbs/50_ablations.ipynb #48451dc2
+# %% ../nbs/50_ablations.ipynb #28abbc73
+def scan_max(codes: np.ndarray,  # (N, L) uint8 window codes (N = 4)
+             pwms: list,  # M log-odds matrices, each (4, w)
+             batch: int = 4096) -> np.ndarray:
+    "Best log-odds score of each PWM in each window, over positions and both strands: (N, M) float32."
+    import torch
+    import torch.nn.functional as F
+    from pmn_nb.dna import one_hot
+    w = max(p.shape[1] for p in pwms)
+    W = np.zeros((2 * len(pwms), 4, w), np.float32)
+    for i, p in enumerate(pwms):
+        W[2 * i, :, :p.shape[1]] = p
+        W[2 * i + 1, :, :p.shape[1]] = p[::-1, ::-1]  # reverse complement: A<->T, C<->G, positions reversed
+    W = torch.from_numpy(W)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(codes), batch):
+            x = F.pad(one_hot(codes[i:i + batch]), (0, w - 1))  # N columns are zero: padding scores 0
+            out.append(F.conv1d(x, W).amax(-1).unflatten(1, (len(pwms), 2)).amax(-1))
+    return torch.cat(out).numpy() if out else np.zeros((0, len(pwms)), np.float32)
+
+
+def motif_regression(store: str | os.PathLike,  # a window store
+                     pwms: dict,  # {TF name: (4, w) log-odds}, any subset of the store's TFs
+                     C: float = 1.0) -> pd.DataFrame:  # inverse L2 strength of each logistic regression
+    "Per-TF test metrics of one logistic regression per TF on all `pwms` scan scores (fit on the training split)."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from pmn_nb.metrics import per_tf_metrics
+    d = Path(store)
+    tf_names = json.loads((d / "meta.json").read_text())["tf_names"]
+    arr = lambda sp, part: np.load(d / f"{sp}.{part}.npy", mmap_mode="r")
+    names = list(pwms)
+    Xtr, Xte = (scan_max(np.asarray(arr(sp, "seq")), [pwms[n] for n in names]) for sp in ("train", "test"))
+    sc = StandardScaler().fit(Xtr)
+    Xtr, Xte = sc.transform(Xtr), sc.transform(Xte)
+    ytr, yte = np.asarray(arr("train", "labels")), np.asarray(arr("test", "labels"))
+    scores = np.zeros(yte.shape, np.float64)
+    for t in range(ytr.shape[1]):
+        if ytr[:, t].min() == ytr[:, t].max(): continue  # one class in training: no model, constant score
+        lr = LogisticRegression(C=C, max_iter=2000).fit(Xtr, ytr[:, t])
+        scores[:, t] = lr.decision_function(Xte)
+    df = per_tf_metrics(yte, scores, tf_names, split="test", warn=False)
+    df["has_motif"] = df.tf.isin(names)
+    return df
+
+
+def planted_truth(genome_dir: str | os.PathLike) -> pd.DataFrame:
+    "tf, role, module, matrix_id of a synthetic genome (from its tfs.tsv notes, chapter 20)."
+    import re
+    t = pd.read_csv(Path(genome_dir) / "tfs.tsv", sep="\t")
+    get = lambda k: t.notes.map(lambda n: (re.search(rf"{k}=([^;( ]+)", n) or [None, None])[1])
+    return pd.DataFrame({"tf": t.tf, "role": get("role"), "module": get("module").astype(int), "matrix_id": get("motif")})
+
+
+def reference_pwms(names: list, release: str = "JASPAR2026", matrix_ids: dict | None = None) -> dict:
+    "{TF: (4, w) log-odds} from pyjaspar for the TFs that have a matrix; `matrix_ids` pins the exact matrices (planted ones)."
+    from pmn_nb.synth import jaspar_motifs, pwm_logodds
+    mot = jaspar_motifs(list(names), release)
+    out = {}
+    for n, m in mot.items():
+        if m.pfm is None: continue
+        if matrix_ids is not None and matrix_ids.get(n) not in (m.matrix_id,):
+            raise PMNError(f"{n}: planted matrix {matrix_ids.get(n)} but {release} gives {m.matrix_id}",
+                           hint="regenerate the synthetic genome with this pyjaspar release")
+        out[n] = pwm_logodds(m.pfm)
+    return out
+
+
+def ceiling_table(store, genome_dir) -> pd.DataFrame:
+    "The planted-PWM ceiling on a synthetic store: per TF its role and test auROC (and auPR, recall at 50 % FDR)."
+    truth = planted_truth(genome_dir)
+    ids = {t: m for t, m in zip(truth.tf, truth.matrix_id) if m and m != "none"}
+    pw = reference_pwms(list(ids), matrix_ids=ids)
+    df = motif_regression(store, pw)
+    return truth[["tf", "role", "module"]].merge(df, on="tf", how="right")
+
+
+def fraction_of_ceiling(per_tf: pd.DataFrame,  # long table of the grid's runs (`collect`)
+                        ceiling: pd.DataFrame,  # tf, role, auroc (`ceiling_table`)
+                        metric: str = "auroc") -> pd.DataFrame:
+    "Per row key (and role): mean test auROC over seeds and TFs, the ceiling's, and the fraction of its gain over 0.5."
+    tfs = [t for t in common_tfs(per_tf)[0] if t in set(ceiling.tf[ceiling[metric].notna()])]
+    df = per_tf[per_tf.tf.isin(tfs)].merge(ceiling[["tf", "role"]], on="tf")
+    ce = ceiling.set_index("tf")
+    rows = []
+    for role in ["all", *sorted(df.role.dropna().unique())]:
+        d = df if role == "all" else df[df.role == role]
+        ts = sorted(set(d.tf))
+        c = float(ce.loc[ts, metric].mean())
+        per_seed = d.groupby(["key", "seed"], sort=False)[metric].mean()
+        for key, v in per_seed.groupby(level=0, sort=False):
+            rows.append({"key": key, "role": role, "n_tfs": len(ts), f"{metric}_mean": float(v.mean()),
+                         f"{metric}_sd": float(v.std(ddof=1)) if len(v) > 1 else np.nan, "ceiling": c,
+                         "fraction": float((v.mean() - 0.5) / (c - 0.5)),
+                         "fraction_sd": float(((v - 0.5) / (c - 0.5)).std(ddof=1)) if len(v) > 1 else np.nan})
+    return pd.DataFrame(rows)
+
+# %% ../nbs/50_ablations.ipynb #9aa35810
+def references_for(data: str, store, log=None) -> dict:
+    "The reference of a grid's data: the planted-PWM ceiling for 'synth:PRESET', a JASPAR scan for real data."
+    t0 = time.perf_counter()
+    if str(data).startswith("synth:"):
+        out = {"ceiling": ceiling_table(store, synth_for(str(data).split(":", 1)[1]))}
+    else:
+        names = json.loads((Path(store) / "meta.json").read_text())["tf_names"]
+        out = {"motif_baseline": motif_regression(store, reference_pwms(names))}
+    if log: log(f"reference ({', '.join(out)}) in {time.perf_counter() - t0:.0f} s")
+    return out
+
+# %% ../nbs/50_ablations.ipynb #3088f1e6
 def ablation_tables(col: dict) -> dict:
     "The chapter's tables from `collect`'s output."
     t = {"per_tf": col["per_tf"], "curves": col["curves"], "runs": col["runs"], "missing": col["missing"]}
@@ -382,23 +693,28 @@ def ablation_tables(col: dict) -> dict:
         keys = list(dict.fromkeys(col["per_tf"].key))
         base = next((k for k in (BASELINE, *CNN_ROWS) if k in keys), keys[0])  # a grid without single-label CNNs
         t4 = table4(col["per_tf"], baseline=base)
-        t["table4"], t["tests"] = t4, paired_tests(col["per_tf"])
+        t["table4"], t["tests"] = t4, all_tests(col["per_tf"])
         t["epoch_curves"] = epoch_curves(col["curves"])
         t["left_out"] = {"tfs": t4.attrs["left_out"],
                          "reason": "no positive (or no negative) test window in at least one run: auROC undefined"}
         if col.get("tf_sizes") is not None:
             t["tf_sizes"] = col["tf_sizes"]
             t["small_vs_large"] = small_vs_large(col["per_tf"], col["tf_sizes"])
+        if col.get("ceiling") is not None:
+            t["ceiling"] = col["ceiling"]
+            t["ceiling_summary"] = fraction_of_ceiling(col["per_tf"], col["ceiling"])
+        if col.get("motif_baseline") is not None: t["motif_baseline"] = col["motif_baseline"]
     return t
 
 
 def save_ablation(name: str,  # folder under results/, e.g. 'ablations/chr22_quick'
                   grid: dict, out: str | os.PathLike, store: str | os.PathLike, data_source: str | None = None,
-                  command: str | None = None, wall_seconds: dict | None = None) -> Path:
+                  command: str | None = None, wall_seconds: dict | None = None,
+                  references: dict | None = None) -> Path:  # {'ceiling': DataFrame} or {'motif_baseline': DataFrame}
     "Collect the finished runs under `out` and save the chapter's tables with provenance under results/`name`."
     import torch
     from pmn_nb.core import provenance, save_results
-    col = collect(grid, out, store)
+    col = {**collect(grid, out, store), **(references or {})}
     meta = json.loads((Path(store) / "meta.json").read_text())
     prov = provenance(grid, data=[Path(store) / "meta.json"], profile=grid["profile"],
                       data_source=data_source or (meta.get("provenance") or {}).get("data_source") or meta.get("data_source"),
@@ -418,7 +734,7 @@ def wall_elapsed(calls: list) -> float:
         if t1 > end: total += t1 - max(t0, end); end = t1
     return total
 
-# %% ../nbs/50_ablations.ipynb #26232d11
+# %% ../nbs/50_ablations.ipynb #ebc63d5d
 def main_ablate(argv: list[str] | None = None) -> int:
     "`pmn ablate`: run the Table 4 grid (train missing runs, resume interrupted ones, skip finished ones), collect results."
     import argparse
@@ -431,13 +747,22 @@ def main_ablate(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of every row (overrides the grid's)")
     p.add_argument("--rows", nargs="+", default=None, help="only these row keys")
     p.add_argument("--results", default=None, help="collect finished runs into results/NAME (tables + provenance)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs trained at once, each in its own process with --threads threads; a job claims a run (a lock "
+                        "in its folder) before training it, so no run is trained twice, also across several `pmn ablate` "
+                        "calls on the same --out (default: the number of CPU cores on a CPU, 1 on a GPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per job (default: 1 with several jobs)")
     p.add_argument("--write-grid", default=None, help="write the grid as JSON to this file and exit")
     p.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     import torch
+    from pmn_nb.core import get_device
     from pmn_nb.train import _portable
-    if a.threads: torch.set_num_threads(a.threads)
+    for k in ("jobs", "threads"):
+        if getattr(a, k) is not None and getattr(a, k) < 1: raise PMNError(f"--{k} must be >= 1, not {getattr(a, k)}")
+    jobs = a.jobs or (1 if get_device().type != "cpu" else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    threads = a.threads or (1 if jobs > 1 else None)
+    if threads and jobs == 1: torch.set_num_threads(threads)
     grid = load_grid(a.grid) if a.grid else default_grid(a.profile, seeds=a.seeds)
     if a.seeds is not None: grid["rows"] = [{**r, "seeds": list(a.seeds)} for r in grid["rows"]]
     if a.write_grid:
@@ -446,11 +771,13 @@ def main_ablate(argv: list[str] | None = None) -> int:
     store, label = resolve_data(a.data)
     out = Path(a.out)
     log = lambda s: print(f"pmn ablate: {s}", file=sys.stderr, flush=True)
-    log(f"grid {grid['name']} ({len(grid['rows'])} rows, profile {grid['profile']}) on {store} -> {out}")
+    log(f"grid {grid['name']} ({len(grid['rows'])} rows, profile {grid['profile']}) on {store} -> {out}; "
+        f"{jobs} job{'s' if jobs > 1 else ''}" + (f" of {threads} thread{'s' if threads > 1 else ''}" if threads else ""))
     t0 = time.perf_counter()
     wall_file = out / "wall.json"
     try:
-        done = run_grid(grid, store, out, rows=a.rows, seeds=a.seeds, stop_after=a.stop_after, log=log)
+        done = run_grid(grid, store, out, rows=a.rows, seeds=a.seeds, stop_after=a.stop_after, log=log, jobs=jobs,
+                        threads=threads or 1)
     except Interrupted as e:
         log(f"interrupted: {e}")
         return 3
@@ -464,13 +791,15 @@ def main_ablate(argv: list[str] | None = None) -> int:
     print(done.to_csv(sep="\t", index=False), end="")
     if a.results:
         w = json.loads(wall_file.read_text())
+        refs = references_for(a.data, store, log)
         dest = save_ablation(a.results, grid, out, store, command="pmn ablate " + " ".join(
             map(_portable, argv if argv is not None else sys.argv[1:])),
-            wall_seconds={"elapsed": wall_elapsed(w["calls"]), "calls_sum": w["seconds"], "calls": len(w["calls"])})
+            wall_seconds={"elapsed": wall_elapsed(w["calls"]), "calls_sum": w["seconds"], "calls": len(w["calls"])},
+            references=refs)
         log(f"results in {dest}")
     return 0
 
-# %% ../nbs/50_ablations.ipynb #62c4cca0
+# %% ../nbs/50_ablations.ipynb #b2153ed2
 def _pm(m, s, digits=3):
     return "" if pd.isna(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
@@ -487,7 +816,7 @@ def table4_view(t4: pd.DataFrame,  # `table4(...)` (or its saved CSV)
             p = pp.loc[key] if key in pp.index else None
             r[(lab, "paper")] = "" if p is None else _pm(p[f"{m}_mean"], p[f"{m}_std"])
             r[(lab, "ours")] = _pm(o[f"{m}_mean"], o[f"{m}_std"]) + (
-                f" [±{o[f'{m}_mean_sd_seeds']:.3f}]" if o["n_seeds"] > 1 and f"{m}_mean_sd_seeds" in o else "")
+                f" [SD {o[f'{m}_mean_sd_seeds']:.3f}]" if o["n_seeds"] > 1 and f"{m}_mean_sd_seeds" in o else "")
             r[(lab, "paper %")] = "" if p is None or pd.isna(p[f"{m}_inc"]) else f"{p[f'{m}_inc']:+.2f}"
             r[(lab, "ours %")] = "" if pd.isna(o[f"{m}_inc"]) else f"{o[f'{m}_inc']:+.2f}"
         rows.append(r)

@@ -24,7 +24,7 @@ __all__ = ['MODEL_PROFILES', 'ENCODERS', 'WEIGHTS', 'CONFIG', 'conv_out_len', 'M
            'register_encoder', 'build_encoder', 'build_model', 'save_model', 'load_model', 'count_parameters',
            'example_input', 'forward_flops']
 
-# %% ../nbs/30_model.ipynb #5d7ab7ff
+# %% ../nbs/30_model.ipynb #8421ca5d
 def conv_out_len(length: int,  # input length (or image side)
                  widths,  # convolution widths, one per layer
                  pool_size: int = 2,  # max-pool width = stride between layers (1 = none)
@@ -62,7 +62,7 @@ class CNNEncoder(nn.Module):
                  conv_channels=(512, 256, 128),  # filters per layer; d = the last
                  conv_widths=(9, 5, 3),  # filter widths per layer
                  pool_size: int = 2,  # max-pool width = stride after every layer but the last (1 = none)
-                 dropout: float = 0.5,  # dropout rate after every layer
+                 dropout: float = 0.5,  # dropout rate after every layer but the last (none before the global max-pool)
                  padding: str = "valid",  # 'valid' (no padding, DeepMotif) or 'same'
                  spatial_dims: int = 1,  # 1: DNA (Conv1d), 2: images (Conv2d)
                  members: int = 1,  # independent encoders side by side (grouped convolutions)
@@ -81,7 +81,7 @@ class CNNEncoder(nn.Module):
             layers.append(Conv(c_in if i == 0 else c_in * m, c * m, w, padding=padding, groups=1 if i == 0 else m))
             if i < len(conv_channels) - 1 and pool_size > 1: layers.append(Pool(pool_size))  # max-pool before ReLU:
             layers.append(nn.ReLU())  # the same result (both are monotone), on half as many values
-            if dropout > 0: layers.append(Dropout(dropout))
+            if dropout > 0 and i < len(conv_channels) - 1: layers.append(Dropout(dropout))  # none before the global pool
             c_in = c
         self.layers = nn.Sequential(*layers)
 
@@ -338,7 +338,7 @@ def pmn_loss(out: ModelOutput,  # a model's output: logits (B, n) and w^K (B, n)
     total = bce + lam * proto if (lam and out.w is not None) else bce
     return total, {"bce": bce, "proto": proto}
 
-# %% ../nbs/30_model.ipynb #3e5a9b55
+# %% ../nbs/30_model.ipynb #11718895
 @dataclasses.dataclass
 class ModelConfig:
     "Everything needed to rebuild a model of this chapter (stored as JSON beside its weights)."
@@ -351,7 +351,7 @@ class ModelConfig:
     conv_widths: tuple = (9, 5, 3)  # filter widths per conv layer (§4.1)
     pool_size: int = 2  # max-pool width = stride between conv layers, 1 = none (not in the paper: DeepMotif's 2)
     padding: str = "valid"  # 'valid' (no padding) | 'same'
-    dropout: float = 0.5  # after every conv layer (not in the paper: DeepMotif's 0.5)
+    dropout: float = 0.5  # after every conv layer but the last (not in the paper: DeepMotif's 0.5)
     d: int = 128  # embedding / prototype size = conv_channels[-1]
     hops: int = 5  # K of the combinationLSTM
     eps: float = 20.0  # ε of eq. 6
