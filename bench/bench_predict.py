@@ -17,7 +17,7 @@ import torch
 
 from pmn_nb.core import data_path, provenance, save_results
 from pmn_nb.model import ModelConfig, build_model, count_parameters, example_input, forward_flops, save_model
-from pmn_nb.reproduce import load_predictor, predict_fasta
+from pmn_nb.predict import load_predictor, predict_fasta
 from pmn_nb.windows import CHR22_FASTA
 
 REGION = ("chr22", 17_000_000)  # real sequence, few N

@@ -1,6 +1,7 @@
-"""`pmn reproduce` and `pmn predict` as a user meets them: end to end through file:// URLs on data/ (quick profile) and on
-the synthetic genome, reruns and resumes, a download killed half-way and resumed (over a loopback HTTP server: no
-network), streaming in flat memory, and every error path of the commands.
+"""`pmn reproduce` as a user meets it: end to end through file:// URLs on data/ (quick profile) and on the synthetic
+genome, reruns and resumes, a download killed half-way and resumed (over a loopback HTTP server: no network), the
+portal-only TFs left out or added with --extra-peaks, the paper plan of --dry-run, and every error path of the command.
+`pmn predict` is tested in tests/test_predict.py.
 
 The chapter (nbs/80_reproduce.ipynb) tests the functions; these tests need subprocesses, a server or longer runs.
 """
@@ -54,7 +55,9 @@ def test_paper_manifest_covers_the_86_labels():
     assert pk.tf.nunique() == 86
     counts = pk.groupby("source").tf.nunique().to_dict()
     assert counts == {"ucsc_uniform": 72, "encode_dream": 2, "ucsc_sydh": 7, "encode_portal": 5}
-    assert (pk[pk.source == "ucsc_sydh"].confirmed == "no").all()
+    ucsc = pk[pk.url.str.contains("hgdownload.soe.ucsc.edu")]
+    assert len(ucsc) == 80 and (ucsc.md5.str.len() == 32).all()  # every UCSC file is verified after download
+    assert (pk[pk.source == "ucsc_sydh"].confirmed == "yes").all()
     assert set(m.kind) == {"genome", "chrom_sizes", "peaks", "trrust", "mnist"}
     for r in m[m.local != ""].itertuples():  # staged copies are where the manifest says, with its md5
         assert file_md5(data_path(*r.local.split("/"))) == r.local_md5
@@ -270,6 +273,10 @@ def test_dry_run_and_write_manifest(run_pmn, tmp_path, env):
     assert re.search(r"would download\s+size unknown  genome/hg19.fa.gz  <- http://hgdownload.soe.ucsc.edu/", r.stdout)
     assert re.search(r"would copy\s+0.00 MB  genome/hg19.chrom.sizes  <- data/genome/hg19.chrom.sizes", r.stdout)
     assert not (tmp_path / "dl").exists() and not (tmp_path / "w").exists()
+    plan = r.stdout[r.stdout.index("plan of the paper profile:"):]
+    assert "(UCSC files: 80 of 80)" in plan and "labels: 81 of 86 TFs have a file" in plan
+    assert "BRD4, POLR3A, STAG1, TCF7L1, TP53 (add them with --extra-peaks DIR" in plan
+    assert re.search(r"disk: about \d+ GB", plan) and re.search(r"GPU time: ablate [\d,]+-[\d,]+ GPU hours \(assumed", plan)
     r = run_pmn("reproduce", "--profile", "paper", "--write-manifest", tmp_path / "m.tsv", env=env)
     assert r.returncode == 0 and read_manifest(tmp_path / "m.tsv").equals(paper_manifest())
     r = run_pmn("reproduce", "--only", "fetch", "--from", "windows", env=env)
@@ -289,102 +296,6 @@ def test_paper_fetch_uses_staged_copies_and_skip_missing(tmp_path):
     sydh.loc[:, "url"] = "http://127.0.0.1:9/nothing.narrowPeak.gz"  # a closed port: the download fails at once
     res = fetch(sydh, tmp_path / "dl", skip_missing=True, retries=0, show_progress=False)
     assert res.action.tolist() == ["failed"] and "download failed" in res.message[0]
-
-
-# --- pmn predict -----------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-    from pmn_nb.model import ModelConfig, build_model, save_model
-    d = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    save_model(build_model(ModelConfig.quick(4, conv_channels=(8, 8, 8), d=8)), d / "run" / "best_model")
-    torch.save({"tf_names": ["CTCF", "YY1", "EBF1", "SPI1"]}, d / "run" / "best.pt")  # like `pmn train` records them
-    return d / "run"
-
-
-def _fasta(path, n_bases, seed=0, width=60):
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        for name, n in n_bases.items():
-            s = decode(rng.integers(0, 4, n).astype(np.uint8))
-            f.write(f">{name}\n" + "\n".join(s[i:i + width] for i in range(0, n, width)) + "\n")
-    return path
-
-
-def test_predict_cli_whole_fasta_and_bed(run_pmn, tmp_path, tiny_model, env):
-    fa = _fasta(tmp_path / "g.fa", {"c1": 1000, "c2": 150, "c3": 450})
-    r = run_pmn("predict", "--checkpoint", tiny_model, "--fasta", fa, "--out", tmp_path / "p.tsv", "--device", "cpu", env=env)
-    assert r.returncode == 0, r.stderr
-    t = pd.read_csv(tmp_path / "p.tsv", sep="\t")
-    assert list(t.columns) == ["chrom", "start", "end", "CTCF", "YY1", "EBF1", "SPI1"]
-    assert t.groupby("chrom").size().to_dict() == {"c1": 17, "c3": 6}  # c2 is shorter than a window
-    assert ((t.iloc[:, 3:] > 0) & (t.iloc[:, 3:] < 1)).all().all()
-    assert "1 regions on sequences shorter than a window" in r.stdout and "windows/s" in r.stdout
-    (tmp_path / "r.bed").write_text("# regions\nc1\t100\t400\tp1\nc3\t10\t60\n")
-    r = run_pmn("predict", "--checkpoint", tiny_model / "best_model", "--fasta", fa, "--bed", tmp_path / "r.bed",
-                "--out", tmp_path / "b.tsv.gz", "--names", tmp_path / "names.txt", env=env)
-    assert r.returncode == 2 and "names file not found" in r.stderr
-    (tmp_path / "names.txt").write_text("a\nb\nc\nd\n")
-    r = run_pmn("predict", "--checkpoint", tiny_model / "best_model", "--fasta", fa, "--bed", tmp_path / "r.bed",
-                "--out", tmp_path / "b.tsv.gz", "--names", tmp_path / "names.txt", env=env)
-    assert r.returncode == 0, r.stderr
-    b = pd.read_csv(tmp_path / "b.tsv.gz", sep="\t")
-    assert b[["chrom", "start", "end", "region"]].values.tolist() == [
-        ["c1", 100, 300, "p1"], ["c1", 150, 350, "p1"], ["c1", 200, 400, "p1"], ["c3", 0, 200, "c3:10-60"]]
-    whole = t.set_index(["chrom", "start"])
-    assert np.allclose(b.iloc[:3, 4:].values, whole.loc[[("c1", 100), ("c1", 150), ("c1", 200)]].iloc[:, 1:].values, atol=2e-4)
-
-
-@pytest.mark.parametrize("args, msg", [
-    (["--checkpoint", "{tmp}/none"], "checkpoint not found"),
-    (["--checkpoint", "{tmp}/half"], "incomplete checkpoint: config.json without model.pt"),
-    (["--checkpoint", "{tmp}/g.fa"], "must be a folder"),
-    (["--window", "300"], "scores 200-bp windows; --window 300 does not match"),
-    (["--fasta", "{tmp}/none.fa"], "FASTA not found"),
-    (["--bed", "{tmp}/bad.bed"], "bad.bed:2: start and end must be integers"),
-    (["--bed", "{tmp}/chrom.bed"], "chrom.bed:1: chromosome 'chrZ' is not in the FASTA"),
-    (["--checkpoint", "{tmp}/mnist"], "takes 1-channel 'image_cnn' input, not one-hot DNA"),
-    (["--out", "{tmp}/p.parquet"], "Parquet needs pyarrow"),
-    (["--stride", "0"], "stride must be a positive integer"),
-])
-def test_predict_errors(run_pmn, tmp_path, tiny_model, env, args, msg):
-    import shutil
-    from pmn_nb.model import ModelConfig, build_model, save_model
-    if "parquet" in msg and __import__("importlib").util.find_spec("pyarrow") is not None: pytest.skip("pyarrow is installed")
-    fa = _fasta(tmp_path / "g.fa", {"c1": 1000})
-    (tmp_path / "half").mkdir()
-    shutil.copy(tiny_model / "best_model" / "config.json", tmp_path / "half")
-    (tmp_path / "bad.bed").write_text("c1\t0\t300\nc1\t10\tend\n")
-    (tmp_path / "chrom.bed").write_text("chrZ\t0\t300\n")
-    save_model(build_model(ModelConfig.quick(10, encoder="image_cnn", in_channels=1, seq_len=28)), tmp_path / "mnist")
-    base = {"--checkpoint": str(tiny_model), "--fasta": str(fa), "--out": str(tmp_path / "p.tsv")}
-    extra = [a.format(tmp=tmp_path) for a in args]
-    for k in list(base):
-        if k in extra: base.pop(k)
-    r = run_pmn("predict", *[x for kv in base.items() for x in kv], *extra, env=env)
-    assert r.returncode == 2, r.stderr
-    assert msg in r.stderr and r.stderr.count("\n") <= 2
-    assert not (tmp_path / "p.tsv").exists() and not (tmp_path / "p.parquet").exists()
-
-
-def _max_rss_mb(tiny_model, fa, out, env):
-    code = ("import resource, sys; from pmn_nb.reproduce import predict_fasta; "
-            "predict_fasta(sys.argv[1], sys.argv[2], sys.argv[3], names=list('ABCD'), device='cpu', show_progress=False, chunk=2048); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    r = subprocess.run([sys.executable, "-c", code, str(tiny_model), str(fa), str(out)], capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return float(r.stdout.strip().splitlines()[-1])
-
-
-def test_predict_memory_is_flat(tmp_path, tiny_model, env):
-    small = _max_rss_mb(tiny_model, _fasta(tmp_path / "s.fa", {"c1": 200_000}), tmp_path / "s.tsv", env)
-    big = _max_rss_mb(tiny_model, _fasta(tmp_path / "b.fa", {"c1": 1_500_000, "c2": 1_500_000}), tmp_path / "b.tsv", env)
-    assert len(pd.read_csv(tmp_path / "b.tsv", sep="\t", usecols=[0])) == 2 * ((1_500_000 - 200) // 50 + 1)
-    # 15x the windows; holding them (codes + one-hot floats) would add > 200 MB
-    assert big - small < 40, (small, big)
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("pmn_nb.ablations") is None,
@@ -415,3 +326,31 @@ def test_ablate_trrust_results_stages_end_to_end(run_pmn, tmp_path, env):
     # everything is skipped on a rerun
     r = run_pmn(*args, "--only", "fetch,windows,ablate,trrust,results", env=env)
     assert r.returncode == 0 and r.stdout.count("skipped") == 5
+
+
+def test_portal_tfs_are_left_out_or_added_with_extra_peaks(run_pmn, tmp_path, env):
+    "The paper manifest's staged and portal-only peak rows on the chr22 sample: the run goes on without the 5 portal-only TFs"
+    " and says so; --extra-peaks adds one of them; a bad extra file stops the run naming the file."
+    pm, qm = paper_manifest(), quick_manifest()
+    m = pd.concat([qm[qm.kind == "genome"], pm[(pm.kind == "peaks") & ((pm.local != "") | (pm.source == "encode_portal"))]])
+    write_manifest(m, tmp_path / "m.tsv")
+    w = tmp_path / "work"
+    args = ["reproduce", "--manifest", tmp_path / "m.tsv", "--workdir", w, "--only", "fetch,windows", "--split", "position",
+            "--region", "chr22:16050001-22000000"]
+    r = run_pmn(*args, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "labels: 74 of 79 TFs have a peak file; left out: BRD4, POLR3A, STAG1, TCF7L1, TP53" in r.stdout
+    assert "--extra-peaks DIR" in r.stdout
+    st = load_store(w / "store")
+    assert len(st.tf_names) == 74 and "POLR3A" not in st.tf_names
+    ex = tmp_path / "extra"
+    ex.mkdir()
+    (ex / "POLR3A.narrowPeak.gz").write_bytes(data_path("genome", "peaks", "gm12878_tf_peaks_hg19_chr22_1-22000000.narrowPeak.gz").read_bytes())
+    r = run_pmn(*args, "--extra-peaks", ex, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "[1/2] fetch: running" in r.stdout and "labels: 75 of 79 TFs have a peak file; left out: BRD4, STAG1, TCF7L1, TP53" in r.stdout
+    st = load_store(w / "store")
+    assert "POLR3A" in st.tf_names and int(np.asarray(st.labels("train"))[:, st.tf_names.index("POLR3A")].sum()) > 0
+    (ex / "TP53.narrowPeak").write_text("chr22\t100\n")
+    r = run_pmn(*args, "--extra-peaks", ex, env=env)
+    assert r.returncode == 2 and "TP53.narrowPeak:1: expected tab-separated peak columns" in r.stderr, r.stderr
