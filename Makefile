@@ -50,10 +50,12 @@ export: install
 verdict: install
 	$(BIN)/python tools/verdict.py
 
-# README.md is nbs/index.ipynb executed (after the verdict table is brought up to date)
+# README.md is nbs/index.ipynb executed (after the verdict table is brought up to date); the verdict table's chapter links
+# point at the book's pages (NN_name.html), which on the repository are the notebooks (nbs/NN_name.ipynb)
 readme: verdict
 	$(BIN)/jupyter nbconvert --to markdown --execute --no-input nbs/index.ipynb --output-dir . --output README
 	sed -i 's|^!\[png\](README_files/|![figure](README_files/|' README.md
+	sed -i -E 's#\]\(([0-9]{2}_[a-z0-9_]+)\.html\)#](nbs/\1.ipynb)#g' README.md
 
 clean:
 	rm -rf book/_build _proc _docs
