@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['ALPHABET', 'N_CODE', 'encode', 'decode', 'reverse_complement', 'one_hot']
+__all__ = ['ALPHABET', 'N_CODE', 'IUPAC', 'encode', 'decode', 'reverse_complement', 'invalid_bases', 'one_hot']
 
 # %% ../nbs/02_dna.ipynb #897f7165
 ALPHABET = "ACGTN"
@@ -33,6 +33,16 @@ def decode(codes: np.ndarray) -> str:
 def reverse_complement(codes: np.ndarray) -> np.ndarray:
     "Reverse complement of codes along the last axis: (..., L) -> (..., L)."
     return _COMP[np.asarray(codes)[..., ::-1]]
+
+IUPAC = "ACGTNRYKMSWBDHV"  # the letters a genome FASTA may hold (either case); all but ACGT are encoded as N
+_FASTA_OK = np.zeros(256, dtype=bool)
+for _c in IUPAC: _FASTA_OK[ord(_c)] = _FASTA_OK[ord(_c.lower())] = True
+
+
+def invalid_bases(raw: np.ndarray | bytes) -> np.ndarray:
+    "(L,) uint8 ASCII bases (or bytes) -> positions of bytes that are not IUPAC nucleotide letters (digits, '*', '-', ...)."
+    a = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray)) else np.asarray(raw, dtype=np.uint8)
+    return np.flatnonzero(~_FASTA_OK[a])
 
 # %% ../nbs/02_dna.ipynb #a2f729e2
 def one_hot(codes) -> "torch.Tensor":

@@ -105,6 +105,9 @@ def real_peak_counts(table: pd.DataFrame) -> dict:
 def select_tfs(table: pd.DataFrame,
                n: int = 0) -> list[str]:  # how many (0: all)
     "The TFs to model, most real peaks first: the paper=yes rows + PAPER_EXTRA_TF if the table has paper= notes, else all."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise PMNError(f"the number of TFs must be a whole number >= 0 (0: every TF of the table), got {n!r}",
+                       hint="--n-tfs N (or n_tfs in --config): the N TFs with most real peaks; 0 for all")
     notes = table["notes"] if "notes" in table else pd.Series([""] * len(table))
     if notes.str.contains("paper=").any():
         names = table.tf[notes.str.startswith("paper=yes") | (table.tf == PAPER_EXTRA_TF)]
@@ -1140,11 +1143,17 @@ def main_synth(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     a = p.parse_args(argv)
+    if a.n_tfs is not None and a.n_tfs < 0:  # not "all but 3"
+        raise PMNError(f"--n-tfs must be >= 0, got {a.n_tfs}", hint="--n-tfs N models the N TFs with most real peaks; 0 models all")
     cfg = PRESETS[a.preset or get_profile(a.profile)]
     if a.config:
         try: over = json.loads(Path(a.config).read_text())
         except FileNotFoundError: raise PMNError("config file not found", path=a.config) from None
         except json.JSONDecodeError as e: raise PMNError(f"not valid JSON: {e.msg}", path=a.config, line=e.lineno) from None
+        except (UnicodeDecodeError, IsADirectoryError): raise PMNError("not a JSON text file", path=a.config) from None
+        if not isinstance(over, dict):
+            raise PMNError(f"expected a JSON object of SynthConfig fields, found a {type(over).__name__}", path=a.config,
+                           hint='e.g. {"seed": 1, "n_modules": 3}')
         cfg = load_config(SynthConfig, {**dataclasses.asdict(cfg), **over})
     argv = list(sys.argv[1:] if argv is None else argv)
     seeded = any(x == "--seed" or x.startswith("--seed=") for x in argv)  # else the preset's (or --config's) seed

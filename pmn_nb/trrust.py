@@ -5,10 +5,14 @@
 # %% ../nbs/60_trrust.ipynb #158322d7
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
 import math
 import os
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +22,13 @@ from .core import PMNError, data_path, provenance, results_dir, save_results, to
 
 # %% auto #0
 __all__ = ['TRRUST_MODES', 'ALIASES', 'BACKGROUND_N', 'PAPER_TABLE5', 'CUT_FRACTION', 'CUT_QUANTILES', 'trrust_path',
-           'load_trrust', 'target_sets', 'to_symbol', 'symbol_table', 'paper_tf_names', 'coop_pvalue', 'pair_overlap',
-           'implied_background', 'table5_comparison', 'background_sensitivity', 'explain_rows', 'table5_results',
-           'save_if_changed', 'cluster_vectors', 'cut_clusters', 'clusters_table', 'plot_dendrogram',
-           'cooperativity_table', 'significance_matrix', 'cluster_enrichment', 'cut_heights', 'enrichment_by_cut',
-           'module_ari', 'random_ari', 'tf_vectors', 'load_run_model', 'load_tf_vectors', 'analyse_vectors',
-           'main_trrust', 'work_dir', 'ensure_trained', 'chr22_runs', 'save_vector_analyses', 'synthetic_runs',
-           'synthetic_ari']
+           'read_text_bytes', 'load_trrust', 'target_sets', 'to_symbol', 'symbol_table', 'paper_tf_names',
+           'coop_pvalue', 'pair_overlap', 'implied_background', 'table5_comparison', 'background_sensitivity',
+           'explain_rows', 'table5_results', 'save_if_changed', 'cluster_vectors', 'cut_clusters', 'clusters_table',
+           'plot_dendrogram', 'cooperativity_table', 'significance_matrix', 'cluster_enrichment', 'cut_heights',
+           'enrichment_by_cut', 'module_ari', 'random_ari', 'tf_vectors', 'load_run_model', 'load_tf_vectors',
+           'analyse_vectors', 'main_trrust', 'work_dir', 'ensure_trained', 'chr22_runs', 'save_vector_analyses',
+           'synthetic_runs', 'synthetic_ari']
 
 # %% ../nbs/60_trrust.ipynb #1960790a
 TRRUST_MODES = ("Activation", "Repression", "Unknown")
@@ -36,15 +40,35 @@ def trrust_path() -> Path:
     return data_path("trrust", "trrust_rawdata.human.tsv")
 
 
+def read_text_bytes(path: str | os.PathLike,  # a text file, plain or gzip
+                    what: str = "file",  # what it is, for the messages
+                    hint: str | None = None) -> bytes:
+    "The bytes of a UTF-8 text file (gzip decompressed); a PMNError naming the file (and line) when it is missing, binary or not UTF-8."
+    path = Path(path)
+    if path.is_dir(): raise PMNError(f"expected the {what}, found a folder", path=path, hint=hint)
+    try: raw = path.read_bytes()
+    except FileNotFoundError: raise PMNError(f"{what} not found", path=path, hint=hint) from None
+    if raw[:2] == b"\x1f\x8b":
+        try: raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise PMNError(f"corrupt or truncated gzip file ({e})", path=path, hint="`gzip -t FILE` tests it; copy it again") from None
+    nul = raw.find(b"\0", 0, 1 << 20)
+    if nul >= 0: raise PMNError(f"not a text file: the {what} holds binary bytes", path=path, line=raw[:nul].count(b"\n") + 1, hint=hint)
+    try: raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PMNError(f"not UTF-8 text (byte 0x{raw[e.start]:02x}): is this the {what}?", path=path,
+                       line=raw[:e.start].count(b"\n") + 1, hint=hint) from None
+    return raw
+
+
 def load_trrust(path: str | os.PathLike | None = None,  # a TRRUST raw table; default `trrust_path()`
                 dedupe: bool = True) -> pd.DataFrame:  # drop exact duplicate rows
     "TRRUST raw table -> DataFrame with columns tf, target, mode, pmids (one row per curated interaction)."
     path = Path(path) if path else trrust_path()
     rows = []
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise PMNError("TRRUST table not found", path=path, hint="the default is data/trrust/trrust_rawdata.human.tsv") from None
+    f = io.TextIOWrapper(io.BytesIO(read_text_bytes(path, "TRRUST table", hint="give the TRRUST raw table "
+                                                    "(trrust_rawdata.human.tsv: TF, target, mode, PubMed IDs, tab-separated)")),
+                         encoding="utf-8")
     with f:
         for i, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -340,6 +364,8 @@ def cluster_enrichment(labels,  # (m,) cluster label per TF
                        seed: int = 0,
                        return_null: bool = False) -> dict:
     "Permutation test: are significant pairs inside clusters more often than in random clusterings of the same sizes?"
+    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise PMNError(f"n_perm must be a whole number >= 1, got {n_perm!r}")
     labels = np.asarray(labels)
     sig = np.asarray(sig, dtype=bool)
     m = len(labels)
@@ -425,15 +451,26 @@ def tf_vectors(model) -> tuple[np.ndarray, str]:
     raise PMNError(f"no per-TF vectors in a {type(model).__name__}", hint="use a PMN or a multi-label CNN ('pmn' or 'cnn')")
 
 
+@contextlib.contextmanager
+def _damaged(f: Path):
+    "Turn torch's errors for a file that is not a readable checkpoint (random bytes, cut short) into one line naming it."
+    import pickle, zipfile
+    try: yield
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, AttributeError) as e:
+        raise PMNError(f"cannot read the checkpoint, the file is damaged or not a checkpoint ({type(e).__name__}: "
+                       f"{str(e).strip().splitlines()[0][:100] if str(e).strip() else 'no detail'})", path=f,
+                       hint="copy it again; for a training run, delete it and use the other checkpoint (last.pt or best.pt), or train again") from None
+
+
 def load_run_model(path: str | os.PathLike) -> tuple:
     "(model in eval mode on CPU, TF names or None) from a training run folder / best.pt / last.pt, or a `save_model` folder."
     from pmn_nb.core import load_config
     from pmn_nb.model import ModelConfig, build_model, load_model
     p = Path(path)
     if (p / "config.json").exists() and (p / "model.pt").exists():
-        return load_model(p, map_location="cpu"), None
+        with _damaged(p / "model.pt"): return load_model(p, map_location="cpu"), None
     from pmn_nb.train import load_checkpoint
-    ck = load_checkpoint(p)
+    with _damaged(p / "best.pt" if p.is_dir() else p): ck = load_checkpoint(p)
     if not ck.get("model_config"):
         raise PMNError("the checkpoint has no model config", path=p, hint="train with pmn_nb.train.fit on a model from build_model")
     model = build_model(load_config(ModelConfig, json.loads(ck["model_config"])))
@@ -486,12 +523,12 @@ def _write_tables(out: Path, tables: dict, prov: dict) -> Path:
 def _read_names(path: str) -> list[str]:
     "TF names from a text file (one per line) or a JSON file with `tf_names` (a window store's meta.json)."
     p = Path(path)
-    if not p.exists(): raise PMNError("names file not found", path=p)
+    text = read_text_bytes(p, "names file", hint="one TF name a line, or a window store's meta.json").decode("utf-8")
     if p.suffix == ".json":
-        try: return list(json.loads(p.read_text())["tf_names"])
+        try: return list(json.loads(text)["tf_names"])
         except (KeyError, json.JSONDecodeError, TypeError):
             raise PMNError("expected a JSON object with a 'tf_names' list", path=p) from None
-    return [l.strip() for l in p.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    return [l.strip() for l in text.splitlines() if l.strip() and not l.startswith("#")]
 
 
 def main_trrust(argv: list[str]) -> int:
@@ -508,10 +545,14 @@ def main_trrust(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="output folder (default: results/trrust/cli)")
     a = p.parse_args(argv)
     if a.background < 1: raise PMNError(f"--background must be a positive gene count, not {a.background}")
+    if a.n_perm < 1: raise PMNError(f"--n-perm must be at least 1, not {a.n_perm}", hint="random clusterings per permutation test, e.g. 10000")
     try: qs = tuple(float(c) for c in a.quantiles.split(",") if c.strip())
     except ValueError: raise PMNError(f"--quantiles must be comma-separated numbers, not {a.quantiles!r}") from None
     if any(not 0 <= q <= 1 for q in qs): raise PMNError(f"--quantiles must lie in [0, 1], not {a.quantiles!r}")
     out = Path(a.out) if a.out else results_dir("trrust", "cli", create=False)
+    if a.checkpoint:  # read the model first: a bad checkpoint or names file fails before any work
+        names = _read_names(a.names) if a.names else None
+        X, names, what = load_tf_vectors(a.checkpoint, names)
     tables, prov = table5_results(a.trrust, a.background)
     t5 = tables["table5"]
     with pd.option_context("display.width", 160, "display.max_columns", 20):
@@ -520,8 +561,6 @@ def main_trrust(argv: list[str]) -> int:
     print(f"shared counts equal: {int(t5.count_match.sum())} of {len(t5)}; p within 3x of the paper's: "
           f"{int(t5.p_within_3x.sum())} of {len(t5)} (N = {a.background:,})")
     if a.checkpoint:
-        names = _read_names(a.names) if a.names else None
-        X, names, what = load_tf_vectors(a.checkpoint, names)
         sets = target_sets(load_trrust(a.trrust) if a.trrust else load_trrust())
         res = analyse_vectors(X, names, sets, backgrounds=(a.background, None), quantiles=qs, n_perm=a.n_perm, seed=a.seed)
         tables.update(res)

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,16 +29,16 @@ import pandas as pd
 from . import core as _core
 from .core import (PMNError, atomic_dir, atomic_write, data_path, file_md5, progress, provenance, repo_root,
                          to_jsonable)
-from .dna import N_CODE, encode, one_hot, reverse_complement
+from .dna import IUPAC, N_CODE, encode, invalid_bases, one_hot, reverse_complement
 
 # %% auto #0
 __all__ = ['PAPER_VALID', 'PAPER_TEST', 'SPLITS', 'PROVENANCE_REFERENCE', 'PROVENANCE_REFERENCE_WHOLE_PEAK', 'PAPER_TOTAL',
            'PAPER_TABLE3', 'PAPER_TRAIN_POSITIVES', 'STORE_FORMAT', 'CHR22_REGION', 'CHR22_FASTA', 'PROVENANCE_CHR22',
-           'parse_region', 'WindowParams', 'read_peaks', 'PeakSet', 'read_tf_table', 'peak_folder', 'load_peaks',
-           'window_span', 'Labels', 'label_windows', 'read_chrom_sizes', 'gm12878_peaks', 'hg19_sizes', 'split_summary',
-           'tf_summary', 'genome_wide_tables', 'cache_dir', 'Genome', 'build_store', 'WindowStore', 'load_store',
-           'WindowDataset', 'chr22_params', 'chr22_store', 'store_tables', 'bedtools_labels', 'report_text',
-           'main_windows']
+           'parse_region', 'WindowParams', 'read_peaks', 'peak_format_note', 'PeakSet', 'read_tf_table', 'peak_folder',
+           'load_peaks', 'window_span', 'Labels', 'label_windows', 'read_chrom_sizes', 'gm12878_peaks', 'hg19_sizes',
+           'split_summary', 'tf_summary', 'genome_wide_tables', 'cache_dir', 'sniff_compression', 'Genome',
+           'build_store', 'WindowStore', 'load_store', 'check_store_splits', 'WindowDataset', 'chr22_params',
+           'chr22_store', 'store_tables', 'bedtools_labels', 'report_text', 'main_windows']
 
 # %% ../nbs/10_windows.ipynb #c117ab4a
 PAPER_VALID = ("chr1", "chr8", "chr21")
@@ -205,7 +206,18 @@ def read_peaks(path: str | os.PathLike,  # narrowPeak or BED3+ file, plain or gz
             raise PMNError(msg, path=path, line=int(lines[i]), hint="fix or remove this line; coordinates are 0-based, end exclusive")
     df["summit"] = np.where(peak >= 0, st + peak, st + (en - st) // 2)
     df["line"] = lines
-    return df[["chrom", "start", "end", "pvalue", "summit", "line"] + (["tf"] if tf_column else [])]
+    out = df[["chrom", "start", "end", "pvalue", "summit", "line"] + (["tf"] if tf_column else [])]
+    out.attrs["columns"] = ncol  # how the file was read: 10 = narrowPeak, fewer = BED (see `peak_format_note`)
+    return out
+
+
+def peak_format_note(path: str | os.PathLike, ncol: int) -> str | None:
+    "What was assumed when a file named .narrowPeak has fewer than narrowPeak's 10 columns (None when nothing was)."
+    name = Path(path).name
+    if ncol >= 10 or not re.search(r"\.narrowPeak(\.gz)?$", name, re.I): return None
+    lost = ["no summit column: the peak centre is used as summit"]
+    if ncol < 8: lost.append("no pValue column: the p-value filter does not apply")
+    return f"{name} is named .narrowPeak but has {ncol} columns: read as BED{ncol} ({'; '.join(lost)})"
 
 
 def _is_float(v: str) -> bool:
@@ -221,6 +233,7 @@ class PeakSet:
     files: list  # the peak files read
     source: str  # what was loaded (a table, a folder, a file, or 'dict')
     not_staged: list = dataclasses.field(default_factory=list)  # TFs listed in a table without a file
+    notes: list = dataclasses.field(default_factory=list)  # what was assumed while reading (e.g. a BED file named .narrowPeak)
 
 
 def _check_tf_names(names, where, line_of=None):
@@ -306,7 +319,7 @@ def load_peaks(spec,  # TF table, folder of <TF>.narrowPeak[.gz], one file namin
             raise PMNError("peaks not found", path=p, hint="give a TF table, a folder of <TF>.narrowPeak[.gz] files, or one peak file")
         elif _is_tf_table(p): files, not_staged = read_tf_table(p)
         else: files, tf_col = {None: [p]}, True
-    tables, paths = [], []
+    tables, paths, notes = [], [], []
     for tf, fs in files.items():
         for f in fs:
             d = read_peaks(f, tf_column=tf_col)
@@ -314,6 +327,8 @@ def load_peaks(spec,  # TF table, folder of <TF>.narrowPeak[.gz], one file namin
             d["file"] = len(paths)
             paths.append(Path(f))
             tables.append(d)
+            note = peak_format_note(f, d.attrs.get("columns", 10))
+            if note: notes.append(note)
     peaks = pd.concat(tables, ignore_index=True)
     if tf_col:
         names = sorted(peaks["tf"].unique())
@@ -322,7 +337,7 @@ def load_peaks(spec,  # TF table, folder of <TF>.narrowPeak[.gz], one file namin
         names = list(files)
     peaks["tf"] = pd.Categorical(peaks["tf"], categories=names).codes.astype(np.int16)
     peaks["file"] = peaks["file"].astype(np.int16)
-    return PeakSet(names, peaks, paths, source, not_staged)
+    return PeakSet(names, peaks, paths, source, not_staged, notes)
 
 # %% ../nbs/10_windows.ipynb #c9140174
 def _span(b, B, W: int, S: int, th: int):
@@ -415,6 +430,11 @@ def label_windows(peaks,  # a PeakSet or anything `load_peaks` takes
     if strict and beyond.any():
         raise _strict_error(ps, df[beyond], "starting beyond the chromosome's end", "peaks and genome must be the same assembly")
     keep &= ~beyond
+    straddle = keep & (df["end"].to_numpy() > L[np.maximum(cidx, 0)])  # starts inside, ends past the chromosome's end
+    rep["straddling_end"] = int(straddle.sum())  # kept: only windows inside the chromosome are labelled
+    if straddle.any():
+        r = df[straddle].iloc[0]
+        rep["straddling_example"] = f"{ps.files[int(r['file'])].name}:{int(r['line'])} ({r['chrom']}:{int(r['start'])}-{int(r['end'])}, length {int(L[cidx[straddle][0]])})"
     c = cidx[keep]
     if prm.binding == "summit": lo, hi = window_span(df["summit"].to_numpy()[keep], prm)
     else:  # the peak's own interval
@@ -565,19 +585,53 @@ def _gzip_kind(head: bytes) -> str | None:
     return "bgzip" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
 
 
+_OTHER_COMPRESSION = {b"BZh": ("bzip2", "bunzip2 -k"), b"\xfd7zXZ\x00": ("xz", "unxz -k"), b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"),
+                      b"PK\x03\x04": ("zip", "unzip"), b"\x04\x22\x4d\x18": ("lz4", "unlz4")}
+_COMPRESSED_NAME = re.compile(r"\.(b?gz|bgzf|bz2|xz|zst|zip|lz4)$", re.I)  # names that promise compression (pyfaidx trusts them)
+
+
+def sniff_compression(path: str | os.PathLike) -> str:
+    "'plain', 'gzip' or 'bgzip', from the file's first bytes (its name is not trusted); a PMNError for other compressions."
+    with open(path, "rb") as f: head = f.read(16)
+    kind = _gzip_kind(head)
+    if kind: return kind
+    for magic, (name, cmd) in _OTHER_COMPRESSION.items():
+        if head.startswith(magic):
+            raise PMNError(f"the file is {name}-compressed; only plain, gzip and bgzip FASTA are read", path=path,
+                           hint=f"decompress it first (`{cmd} FILE`), or recompress it with gzip or bgzip")
+    return "plain"
+
+
 class Genome:
-    "A FASTA genome indexed with pyfaidx; `sizes` (chrom -> length, file order), `raw(chrom, start, end)`, `codes(...)`."
+    "A FASTA genome indexed with pyfaidx; `sizes` (chrom -> length, file order), `raw(chrom, start, end)`, `codes(...)`; `notes` says what was assumed."
     def __init__(self, path: str | os.PathLike, cache: str | os.PathLike | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise PMNError("genome FASTA not found", path=self.path, hint="give a FASTA file (plain, gzip or bgzip) with --genome")
-        with open(self.path, "rb") as f: head = f.read(16)
-        self.compression = _gzip_kind(head) or "plain"
+        self.compression = sniff_compression(self.path)  # by content: a name ending .gz proves nothing
         self._cache = Path(cache) if cache else None
-        self.fasta = self.path if self.compression == "plain" else self._decompress()
+        self.notes = []  # one line per thing done that the user did not ask for
+        if self.compression != "plain": self.fasta = self._decompress()
+        elif _COMPRESSED_NAME.search(self.path.name): self.fasta = self._plain_alias()
+        else: self.fasta = self.path
         self.index = self._build_index()
         self.sizes = {k: int(v.rlen) for k, v in self.index.items()}
         self._fh = None
+
+    def _plain_alias(self) -> Path:
+        "A plain FASTA whose name says compressed: read it through a link in the cache with an honest name (pyfaidx goes by the name)."
+        name = _COMPRESSED_NAME.sub("", self.path.name)
+        real = self.path.resolve()
+        st = real.stat()
+        key = hashlib.md5(f"{real}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        link = self._cache_dir("fasta") / f"{key}-{name}"
+        if not (link.is_symlink() and Path(os.readlink(link)) == real):
+            tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(real)
+            os.replace(tmp, link)
+        self.notes.append(f"{self.path.name} is named as compressed but is a plain (uncompressed) FASTA: read as plain text")
+        return link
 
     def _cache_dir(self, sub):
         d = (self._cache / sub) if self._cache else cache_dir(sub)
@@ -604,7 +658,7 @@ class Genome:
         return dest
 
     def _build_index(self, fasta: Path | None = None) -> dict:
-        "Read the .fai of `fasta` (default: self.fasta), building it first when missing or stale: beside the FASTA, or in the cache when that folder is read-only."
+        "Read the .fai of `fasta` (default: self.fasta), building it first when missing, older than the FASTA or not matching it: beside the FASTA, or in the cache when that folder is read-only."
         import pyfaidx
         fasta = Path(fasta or self.fasta)
         with open(fasta, "rb") as f: first = f.read(1 << 16).lstrip(b"\r\n")
@@ -615,24 +669,81 @@ class Genome:
         fai = Path(f"{fasta}.fai")
         if not fresh(fai) and not os.access(fasta.parent, os.W_OK):  # read-only folder: the index goes to the cache
             fai = self._cache_dir("fai") / f"{file_md5(fasta)}.fai"
-        if not fresh(fai):  # built under a temporary name and renamed: a concurrent reader never sees half an index
-            tmp = fai.with_name(f".{fai.name}.{os.getpid()}.tmp")
+        for attempt in range(2):
+            built = attempt or not fresh(fai)
+            if built:  # built under a temporary name and renamed: a concurrent reader never sees half an index
+                if attempt and not os.access(fai.parent, os.W_OK):
+                    fai = self._cache_dir("fai") / f"{file_md5(fasta)}.fai"
+                self._write_index(fasta, fai)
             try:
-                pyfaidx.Faidx(str(fasta), indexname=str(tmp), build_index=True, rebuild=True).close()
-                os.replace(tmp, fai)
-            except pyfaidx.FastaIndexingError as e:
-                m = re.search(r"line (\d+)", str(e))
-                raise PMNError(f"cannot index the FASTA: {e}", path=self.path, line=int(m[1]) if m else None,
-                               hint="all lines of a record must have the same length except its last; re-wrap it, e.g. `seqkit seq -w 60`") from None
-            except ValueError as e:
-                raise PMNError(f"cannot index the FASTA: {e}", path=self.path, hint="are the record names unique?") from None
-            finally:
-                tmp.unlink(missing_ok=True)
-        fa = pyfaidx.Faidx(str(fasta), indexname=str(fai), build_index=False, rebuild=False)
-        index = dict(fa.index)
-        fa.close()
+                fa = pyfaidx.Faidx(str(fasta), indexname=str(fai), build_index=False, rebuild=False)
+                index = dict(fa.index)
+                fa.close()
+                why = None if built else _index_mismatch(fasta, index)
+            except (pyfaidx.FastaIndexingError, ValueError, IndexError) as e:  # an index file that is not one
+                index, why = {}, f"unreadable ({e})"
+            if why is None:
+                if built:  # a new index: check every base once (later reads check what they read)
+                    try: self._scan(fasta, index)
+                    except PMNError:
+                        fai.unlink(missing_ok=True)  # so that the next run checks again
+                        raise
+                break
+            self.notes.append(f"the index {fai.name} did not match {self.path.name} ({why}; the FASTA was changed after "
+                              f"it was indexed?): rebuilt it")
         if not index: raise PMNError("the FASTA holds no sequence", path=self.path, hint="check the file: it has no '>' records")
         return index
+
+    def _write_index(self, fasta: Path, fai: Path):
+        import pyfaidx
+        tmp = fai.with_name(f".{fai.name}.{os.getpid()}.tmp")
+        try:
+            pyfaidx.Faidx(str(fasta), indexname=str(tmp), build_index=True, rebuild=True).close()
+            os.replace(tmp, fai)
+        except pyfaidx.FastaIndexingError as e:
+            m = re.search(r"line (\d+)", str(e))
+            raise PMNError(f"cannot index the FASTA: {e}", path=self.path, line=int(m[1]) if m else None,
+                           hint="all lines of a record must have the same length except its last; re-wrap it, e.g. `seqkit seq -w 60`") from None
+        except ValueError as e:
+            raise PMNError(f"cannot index the FASTA: {e}", path=self.path, hint="are the record names unique?") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _scan(self, fasta: Path, index: dict, chunk: int = 1 << 24):
+        "Every sequence byte of `fasta` must be a nucleotide letter (or a line end): else the PMNError of `_bad_base`."
+        with open(fasta, "rb") as f:
+            for name, r in index.items():
+                f.seek(r.offset)
+                left, done = r.bend - r.offset, 0
+                while left > 0:
+                    b = np.frombuffer(f.read(min(chunk, left)), np.uint8)
+                    if not b.size: break
+                    bad = invalid_bases(b)
+                    bad = bad[(b[bad] != 10) & (b[bad] != 13)]
+                    if bad.size:
+                        off = r.offset + done + int(bad[0])
+                        raise self._bad_base(name, None, int(b[bad[0]]), fasta, off)
+                    done += b.size
+                    left -= b.size
+
+    def _bad_base(self, chrom: str, pos: int | None, byte: int, fasta: Path | None = None, off: int | None = None):
+        "The PMNError for a byte that is not a nucleotide letter at `pos` of `chrom` (or byte `off` of `fasta`), with its file line."
+        fasta = fasta or self.fasta
+        if off is None:
+            r = self.index[chrom]
+            off = r.offset + (pos // r.lenc) * r.lenb + pos % r.lenc
+        line = 1
+        with open(fasta, "rb") as f:  # count the lines before it (only on this error path)
+            while off > 0:
+                b = f.read(min(off, 1 << 24))
+                if not b: break
+                line += b.count(b"\n")
+                off -= len(b)
+        ch = chr(byte) if 32 < byte < 127 else f"byte 0x{byte:02x}"
+        where = "" if pos is None else f" (position {pos + 1:,})"
+        return PMNError(f"{ch!r} in the sequence of {chrom}{where}: not a nucleotide letter", path=self.path, line=line,
+                        hint=f"a genome FASTA holds only {', '.join(IUPAC)} (IUPAC codes other than ACGT are read as N); "
+                             "is this a GenBank/EMBL file, a protein or alignment FASTA, or a damaged file?")
 
     def raw(self, chrom: str, start: int = 0, end: int | None = None) -> np.ndarray:
         "Bases [start, end) of `chrom` as (end - start,) uint8 ASCII, exactly as in the file (case kept)."
@@ -651,7 +762,11 @@ class Genome:
         buf[got:] = 10  # the file's last line may lack its newline
         seq = buf.reshape(l1 - l0, lw)[:, :lb].reshape(-1)  # drops the line ends: a copy
         s = start - l0 * lb
-        return seq[s:s + end - start]
+        seq = seq[s:s + end - start]
+        for j in range(0, len(seq), 1 << 24):  # digits, '*', '-', spaces...: refused, never silently N (chunks: little memory)
+            bad = invalid_bases(seq[j:j + (1 << 24)])
+            if bad.size: raise self._bad_base(chrom, start + j + int(bad[0]), int(seq[j + int(bad[0])]))
+        return seq
 
     def codes(self, chrom: str, start: int = 0, end: int | None = None) -> np.ndarray:
         "Bases [start, end) of `chrom` as (end - start,) uint8 codes A,C,G,T,N = 0..4."
@@ -661,6 +776,27 @@ class Genome:
         if self._fh is not None: self._fh.close(); self._fh = None
 
     def __repr__(self): return f"Genome({self.path.name}, {len(self.sizes)} sequences, {sum(self.sizes.values()):,} bp, {self.compression})"
+
+
+def _index_mismatch(fasta: Path, index: dict) -> str | None:
+    "Why a FASTA index does not describe `fasta` (None when it does): each record's header line must end where its sequence starts, and its sequence must end at the next header or the end of the file."
+    size = fasta.stat().st_size
+    with open(fasta, "rb") as f:
+        for name, r in index.items():
+            if r.offset < 2 or r.bend > size + 1: return f"record {name} lies beyond the file's end"
+            for back in (len(name) + 512, 1 << 16):  # enough for the header line, unless it holds a long description
+                a = max(0, r.offset - back)
+                f.seek(a)
+                head = f.read(r.offset - a)
+                if a == 0 or b"\n" in head[:-1]: break
+            if not head.endswith(b"\n"): return f"record {name} does not start after a header line"
+            line = head[:-1].rstrip(b"\r").rsplit(b"\n", 1)[-1]
+            if not line.startswith(b">") or line[1:].split(maxsplit=1)[:1] != [name.encode()]:
+                return f"the header before record {name}'s sequence is {line[:40].decode('latin-1')!r}"
+            f.seek(r.bend)
+            nxt = f.read(1)
+            if nxt not in (b"", b">", b"\n", b"\r", b";"): return f"record {name}'s sequence does not end where the index says"
+    return None
 
 # %% ../nbs/10_windows.ipynb #14052a4a
 STORE_FORMAT = "pmn_nb.windows/1"
@@ -709,6 +845,53 @@ def _check_out(out: Path):
         pid = t / ".pid"
         try: os.kill(int(pid.read_text()), 0)  # a build still running
         except (OSError, ValueError): shutil.rmtree(t, ignore_errors=True)
+
+
+def _check_writable(path, what: str):
+    "Fail fast, before any work, when `path` cannot be written: name the folder that is at fault."
+    p = Path(path).absolute()
+    d = p.parent
+    while not d.exists() and d != d.parent: d = d.parent  # the first folder that exists: the one that must take the write
+    hint = f"choose another location for {what}"
+    if not d.is_dir(): raise PMNError(f"cannot write {what}: {d} is a file, not a folder", path=path, hint=hint)
+    if not os.access(d, os.W_OK | os.X_OK): raise PMNError(f"cannot write {what}: the folder {d} is not writable", path=path, hint=hint)
+    if what != "the store" and p.is_dir(): raise PMNError(f"cannot write {what}: it is a folder", path=path, hint=hint)
+
+
+def _empty_split_reason(prm: WindowParams, split: str, chroms) -> str:
+    "Why a split got no window, in words."
+    if prm.split == "position":
+        return f"its share of each chromosome (--split-fractions {','.join(f'{x:g}' for x in prm.split_fractions)}) holds no labelled window"
+    if split == "train": return "every labelled window lies on a validation or test chromosome"
+    want = prm.valid_chroms if split == "valid" else prm.test_chroms
+    if chroms is None: return f"no labelled window on the {split} chromosomes ({', '.join(want) or 'none given'})"
+    have = [c for c in want if c in set(chroms)]
+    if not have: return f"the genome has none of the {split} chromosomes ({', '.join(want) or 'none given'})"
+    return f"no labelled window on the {split} chromosomes ({', '.join(have)})"
+
+
+def _empty_split_hint(prm: WindowParams, split: str) -> str:
+    if prm.split == "position": return "rebuild with other --split-fractions, or a larger region"
+    if split == "train": return "rebuild with fewer --valid-chroms/--test-chroms, or --split position"
+    return f"rebuild with --{split}-chroms naming chromosomes the genome has peaks on, or --split position"
+
+
+def _no_windows_error(lab: "Labels", ps: "PeakSet", names) -> PMNError:
+    "Every peak was skipped or dropped: say where they went and what to change."
+    r = lab.report
+    sk = r.get("skipped_chrom", {})
+    parts = [f"{r['peaks']:,} peaks read"]
+    for k, what in (("dropped_pvalue", "below --min-pvalue"), ("outside_region", "outside the region"),
+                    ("skipped_beyond_end", "beyond a chromosome end"), ("peaks_without_window", "too near a chromosome end")):
+        if r.get(k): parts.append(f"{r[k]:,} {what}")
+    if sk: parts.append(f"{sum(sk.values()):,} on chromosomes the genome lacks ({', '.join(list(sk)[:4])}{', ...' if len(sk) > 4 else ''})")
+    hint = "check that peaks and genome are the same assembly with the same chromosome names"
+    gn = list(names)
+    if sk and any(("chr" + k) in gn for k in sk): hint = (f"the peaks name chromosomes like {next(iter(sk))!r}, the genome like {gn[0]!r}: "
+                                                        "add the 'chr' prefix to the peaks (e.g. sed 's/^/chr/')")
+    elif sk and any(k.startswith("chr") and k[3:] in gn for k in sk): hint = (f"the peaks name chromosomes like {next(iter(sk))!r}, "
+                                                                              f"the genome like {gn[0]!r}: remove the 'chr' prefix from the peaks")
+    return PMNError(f"no windows to store: {'; '.join(parts)}", path=None if ps.source == "dict" else ps.source, hint=hint)
 
 
 def _write_labels_bed(path, chroms, chrom, start, y, window, tf_names):
@@ -763,11 +946,14 @@ def build_store(genome,  # FASTA path (plain, gzip, bgzip) or a Genome
     prm = (params or WindowParams()).check()
     out = Path(out)
     _check_out(out)
+    _check_writable(out, "the store")
+    if labels_bed is not None: _check_writable(labels_bed, "the labels BED (--labels-bed)")
     g = genome if isinstance(genome, Genome) else Genome(genome, cache=cache)
     hashing = [_md5_in_background([g.path])]  # the md5s for meta.json: a 3 Gb FASTA takes seconds, done beside the work
     ps = load_peaks(peaks)
     hashing.append(_md5_in_background(ps.files))
     lab = label_windows(ps, g.sizes, prm, strict=strict)
+    if len(lab) == 0: raise _no_windows_error(lab, ps, g.sizes)  # refuse: an empty store would look valid
     t_labels = time.perf_counter() - t0
     W, T = prm.window, len(ps.tf_names)
     max_n = prm.max_n_fraction * W
@@ -793,6 +979,9 @@ def build_store(genome,  # FASTA path (plain, gzip, bgzip) or a Genome
                     for s, w in writers.items(): w.write(rows[ok & (sp == s)])
                     bar.update(len(rows))
             for w in writers.values(): w.close()
+            if not keep.any():
+                raise PMNError(f"no windows to store: all {len(lab):,} labelled windows have more than "
+                               f"{prm.max_n_fraction:.0%} N bases", path=g.path, hint="raise --max-n-fraction, or check the genome's sequence")
             counts, width = {}, max([len(c) for c in lab.chroms] + [1])
             for i, s in enumerate(SPLITS):
                 sel = keep & (lab.split == i)
@@ -802,12 +991,23 @@ def build_store(genome,  # FASTA path (plain, gzip, bgzip) or a Genome
                 np.save(tmp / f"{s}.index.npy", idx)
                 counts[s] = _split_counts(lab.y[sel], int(((~keep) & (lab.split == i)).sum()), ps.tf_names)
             rep = dict(lab.report, dropped_n=int((~keep).sum()), not_staged=ps.not_staged, seconds_labels=round(t_labels, 2))
+            empty = [s for s in SPLITS if counts[s]["windows"] == 0]
+            warnings = [f"the {s} split is empty: {_empty_split_reason(prm, s, g.sizes)}; `pmn train` refuses such a store "
+                        f"({_empty_split_hint(prm, s)})" for s in empty]
+            if rep.get("straddling_end"):
+                n = rep["straddling_end"]
+                warnings.append(f"{n:,} peak{'s extend' if n > 1 else ' extends'} past a chromosome end, e.g. {rep['straddling_example']}: "
+                                "kept, only windows inside the chromosome are labelled (same assembly?)")
+            warnings += list(g.notes) + list(ps.notes)
             if labels_bed is not None:
-                rep["labels_bed_rows"] = _write_labels_bed(labels_bed, lab.chroms, lab.chrom[keep], lab.start[keep], lab.y[keep], W, ps.tf_names)
+                try: rep["labels_bed_rows"] = _write_labels_bed(labels_bed, lab.chroms, lab.chrom[keep], lab.start[keep], lab.y[keep], W, ps.tf_names)
+                except OSError as e:
+                    raise PMNError(f"cannot write the labels BED (--labels-bed): {e.strerror or e}", path=labels_bed,
+                                   hint="choose another location for --labels-bed") from None
             for h in hashing: h.join()
             rep["seconds"] = round(time.perf_counter() - t0, 2)
             meta = {"format": STORE_FORMAT, "tf_names": list(ps.tf_names), "window": W, "stride": prm.stride, "data_source": data_source,
-                    "params": dataclasses.asdict(prm), "counts": counts, "report": rep,
+                    "params": dataclasses.asdict(prm), "counts": counts, "empty_splits": empty, "warnings": warnings, "report": rep,
                     "genome": {"file": g.path.name, "compression": g.compression, "sequences": len(g.sizes), "bp": sum(g.sizes.values())},
                     "peaks": {"source": Path(ps.source).name if ps.source != "dict" else "dict", "files": [p.name for p in ps.files]},
                     "provenance": provenance(prm, seed=prm.seed, data=[g.path, *ps.files], data_source=data_source)}
@@ -869,6 +1069,19 @@ class WindowStore:
 def load_store(path: str | os.PathLike) -> WindowStore:
     "Open the window store at `path` (a clear error if it is absent or incomplete)."
     return WindowStore(path)
+
+
+def check_store_splits(store,  # a WindowStore or its path
+                       need=SPLITS,  # the splits the caller will read
+                       ) -> "WindowStore":
+    "Raise a PMNError naming the store and the first empty split of `need` (call it before training's first step); return the store."
+    st = store if isinstance(store, WindowStore) else WindowStore(store)
+    for s in need:
+        if s not in SPLITS: raise PMNError(f"unknown split {s!r}", hint=f"one of {', '.join(SPLITS)}")
+        if st.meta["counts"][s]["windows"] == 0:
+            why = _empty_split_reason(st.params, s, None)
+            raise PMNError(f"the {s} split of this window store is empty ({why})", path=st.path, hint=_empty_split_hint(st.params, s))
+    return st
 
 # %% ../nbs/10_windows.ipynb #67e59a6a
 class WindowDataset:
@@ -1045,6 +1258,7 @@ def report_text(store: WindowStore) -> str:
                  + f", {r['skipped_beyond_end']:,} beyond a chromosome end")
     if r.get("not_staged"): lines.append(f"  TFs in the table without a file: {len(r['not_staged'])} ({', '.join(r['not_staged'][:6])}{', ...' if len(r['not_staged']) > 6 else ''})")
     if "labels_bed_rows" in r: lines.append(f"  labels BED: {r['labels_bed_rows']:,} (window, TF) rows")
+    lines += [f"  WARNING: {w}" for w in m.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -1087,4 +1301,5 @@ def main_windows(argv: list[str] | None = None) -> int:
                        max_n_fraction=a.max_n_fraction, seed=a.seed).check()
     st = build_store(a.genome, a.peaks, a.out, prm, strict=a.strict, labels_bed=a.labels_bed, cache=a.cache_dir)
     print(report_text(st))
+    for w in st.meta.get("warnings", []): print(f"pmn windows: warning: {w}", file=sys.stderr)  # seen even when stdout goes to a file
     return 0
