@@ -23,14 +23,16 @@ from .metrics import METRICS
 
 # %% auto #0
 __all__ = ['TABLE4_ROWS', 'BASELINE', 'CNN_ROWS', 'FULL_PMN', 'GRID_PRESETS', 'GRID_KEYS', 'ROW_KEYS', 'SYNTH_TABLE4',
-           'PAPER_TABLE4', 'PAPER_SMALL_LARGE', 'default_grid', 'check_grid', 'load_grid', 'synth_for', 'resolve_data',
-           'run_spec', 'run_state', 'Interrupted', 'train_run', 'code_fingerprint', 'store_md5', 'run_provenance',
-           'check_finished', 'run_grid', 'collect', 'common_tfs', 'table4', 'paired_tests', 'holm', 'seed_bootstrap',
-           'seed_tests', 'all_tests', 'small_vs_large', 'epoch_curves', 'scan_max', 'motif_regression', 'planted_truth',
-           'reference_pwms', 'ceiling_table', 'fraction_of_ceiling', 'references_for', 'ablation_tables',
-           'save_ablation', 'wall_elapsed', 'main_ablate', 'table4_view', 'tests_view', 'plot_figure3']
+           'EXTENDABLE', 'PAPER_TABLE4', 'PAPER_SMALL_LARGE', 'default_grid', 'check_grid', 'load_grid', 'synth_for',
+           'resolve_data', 'run_spec', 'run_state', 'Interrupted', 'train_run', 'code_fingerprint', 'store_md5',
+           'run_provenance', 'spec_extends', 'check_finished', 'run_grid', 'collect', 'common_tfs', 'table4',
+           'paired_tests', 'holm', 'seed_bootstrap', 'seed_tests', 'all_tests', 'small_vs_large', 'epoch_curves',
+           'scan_max', 'motif_regression', 'planted_truth', 'reference_pwms', 'ceiling_table', 'fraction_of_ceiling',
+           'references_for', 'ablation_tables', 'save_ablation', 'wall_elapsed', 'main_ablate', 'table4_view',
+           'tests_view', 'plot_figure3', 'runs_summary', 'effect_word', 'tests_summary', 'verdict_sentence',
+           'plot_valid_curves']
 
-# %% ../nbs/50_ablations.ipynb #7abaf82c
+# %% ../nbs/50_ablations.ipynb #7a4e5e45
 TABLE4_ROWS = [  # Table 4's rows in its order: (key, name as printed, ModelConfig overrides, λ)
     ("cnn_single", "CNN (single-label)", {"kind": "cnn_single"}, 0.0),
     ("cnn_multi", "CNN (multi-label)", {"kind": "cnn"}, 0.0),
@@ -91,6 +93,16 @@ def check_grid(grid: dict, path=None) -> dict:
                      "lam": float(r.get("lam", 1.0)), "seeds": list(seeds)})
     g["rows"] = rows
     g.pop("seeds", None)
+    # every row's model and training settings are checked now (types, ranges, names), naming the grid file
+    from pmn_nb.core import load_config
+    from pmn_nb.model import ModelConfig
+    from pmn_nb.train import TrainConfig, train_config
+    for r in rows:
+        try:
+            load_config(ModelConfig, {**dataclasses.asdict(ModelConfig.for_profile(86, g["profile"])), **g["model"], **r["model"]})
+            load_config(TrainConfig, {**dataclasses.asdict(train_config(g["profile"])), **g["train"], "lam": r["lam"]})
+        except PMNError as e: raise bad(f"row {r['key']!r}: {e.msg}", e.hint) from None
+        except TypeError as e: raise bad(f"row {r['key']!r}: {e}") from None
     return g
 
 
@@ -101,10 +113,10 @@ def load_grid(path: str | os.PathLike) -> dict:
     except FileNotFoundError: raise PMNError("grid file not found", path=p) from None
     except json.JSONDecodeError as e: raise PMNError(f"not valid JSON: {e.msg}", path=p, line=e.lineno) from None
 
-# %% ../nbs/50_ablations.ipynb #73427212
+# %% ../nbs/50_ablations.ipynb #c3473780
 SYNTH_TABLE4 = dict(  # the synthetic genome built for Table 4's question (see "A synthetic genome for Table 4" below)
-    size=6_000_000, n_tfs=24, n_modules=4, bound_per_mb=2000, cobound_frac=0.6, tfs_per_window=2.5, freq_min=0.03,
-    freq_max=0.25, dependent_frac=0.3)
+    size=6_000_000, n_tfs=12, n_modules=3, bound_per_mb=2000, cobound_frac=0.6, tfs_per_window=2.0, freq_min=0.05,
+    freq_max=0.3, dependent_frac=0.3)
 
 
 def synth_for(preset: str):
@@ -134,7 +146,7 @@ def resolve_data(spec: str | os.PathLike) -> tuple[Path, str]:
         raise PMNError("not a window store (no meta.json)", path=p, hint="pass a store folder, 'chr22' or 'synth:PRESET'")
     return p, p.name
 
-# %% ../nbs/50_ablations.ipynb #5429d7f3
+# %% ../nbs/50_ablations.ipynb #cf619617
 def run_spec(grid: dict, row: dict, seed: int) -> dict:
     "Everything that defines one run of a grid: the train and model overrides, λ and the seed."
     return {"profile": grid["profile"], "train": {**grid["train"], "lam": row["lam"], "seed": seed},
@@ -173,13 +185,15 @@ def train_run(store: str | os.PathLike,  # a window store folder
     from pmn_nb.model import build_model
     from pmn_nb.train import EpochBatchSampler, evaluate, fit, predict, run_configs
     from pmn_nb.windows import WindowDataset
+    from pmn_nb.windows import check_store_splits
     d = Path(run_dir)
     t0 = time.perf_counter()
+    check_store_splits(store)  # an empty validation or test split is an error before the first step
     tcfg, mcfg, meta = run_configs(store, "pmn", spec["profile"], {"train": spec["train"], "model": spec["model"]})
     names = meta["tf_names"]
     d.mkdir(parents=True, exist_ok=True)
     saved = d / "spec.json"
-    if (d / "last.pt").exists() and saved.exists() and json.loads(saved.read_text()) != to_jsonable(spec):
+    if (d / "last.pt").exists() and saved.exists() and not spec_extends(json.loads(saved.read_text()), spec):
         raise PMNError("this run folder holds a run with other settings", path=d,
                        hint="use a new --out folder, or delete the run folder to train it again")
     with atomic_write(saved) as f: json.dump(to_jsonable(spec), f, indent=1)
@@ -224,7 +238,7 @@ def train_run(store: str | os.PathLike,  # a window store folder
     if log: log(f"{d}: best epoch {best}, test auROC {result['test']['auroc_mean']:.3f} ({time.perf_counter() - t0:.0f} s)")
     return result
 
-# %% ../nbs/50_ablations.ipynb #f72e9233
+# %% ../nbs/50_ablations.ipynb #252f1d6f
 def code_fingerprint() -> str:
     "md5 of the code that decides a run's numbers: the model chapter, `fit`, evaluation, the batch order and the metrics."
     import hashlib, inspect
@@ -251,12 +265,29 @@ def run_provenance(store) -> dict:
     return {"commit": g.get("commit"), "dirty": g.get("dirty"), "code_md5": code_fingerprint(), "store_md5": store_md5(store)}
 
 
-def check_finished(d: Path, spec: dict, store_sum: str, code_sum: str, log=None) -> bool:
-    "Reuse rule for a finished run: other settings or another store -> error; other code -> a warning. -> True if stale code."
+EXTENDABLE = ("epochs", "patience", "min_delta")  # train settings a grid may change for runs it already has
+
+
+def spec_extends(old: dict, new: dict) -> bool:
+    "True if run spec `new` equals `old` or differs only in `EXTENDABLE` train settings (a longer maximum, say)."
+    old, new = to_jsonable(old), to_jsonable(new)
+    strip = lambda sp: {**sp, "train": {k: v for k, v in sp["train"].items() if k not in EXTENDABLE}}
+    return strip(old) == strip(new)
+
+
+def check_finished(d: Path, spec: dict, store_sum: str, code_sum: str, log=None) -> bool | None:
+    """Reuse rule for a finished run: other settings or another store -> error; other code -> a warning, True (stale code);
+    a grid that raised the maximum of a run that hit it without a plateau -> None: the run is reopened to be continued."""
     res = json.loads((d / "result.json").read_text())
     if res["spec"] != to_jsonable(spec):
-        raise PMNError("a finished run was made with other settings than this grid's", path=d,
-                       hint="use a new --out folder for a changed grid, or delete the run folder")
+        if not spec_extends(res["spec"], spec):
+            raise PMNError("a finished run was made with other settings than this grid's", path=d,
+                           hint="use a new --out folder for a changed grid, or delete the run folder")
+        new_max = int(spec["train"].get("epochs", res.get("max_epochs") or 0))
+        if not res.get("stopped_early") and res.get("epochs_run", res["epochs"]) < new_max and (d / "last.pt").exists():
+            for f in ("result.json", "test_per_tf.csv"): (d / f).unlink(missing_ok=True)  # reopened: fit resumes last.pt
+            if log: log(f"{d}: hit its maximum of {res.get('max_epochs')} epochs without a plateau; continuing to {new_max}")
+            return None
     if res.get("store_md5") not in (None, store_sum):
         raise PMNError("a finished run was trained on another window store (its md5 differs)", path=d / "result.json",
                        hint="use a new --out folder for the new store, or delete the run folder to retrain it")
@@ -297,6 +328,8 @@ def _run_plan(grid, store, out, plan, stop_after=0, log=None, job=None) -> list:
             state = run_state(d)
             if state == "finished":
                 stale = check_finished(d, spec, store_sum, code_sum, log)
+                state = run_state(d)
+            if state == "finished":
                 done.append({"key": r["key"], "seed": seed, "state": state, "action": "skipped", "seconds": 0.0,
                              "job": job, "stale_code": stale})
                 continue
@@ -346,12 +379,12 @@ def run_grid(grid: dict,  # a checked grid (`default_grid`, `load_grid`)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "grid.json") as f: json.dump(to_jsonable(grid), f, indent=1)
     plan = [(r, s) for r in wanted for s in (r["seeds"] if seeds is None else seeds)]
-    plan = sorted(plan, key=lambda rs: rs[1])  # seed by seed: a stopped grid has whole tables of its first seeds
+    # the costly single-label ensembles first (so that the last job to finish is not the one that drew one last), then
+    # seed by seed: a stopped grid has whole tables of its first seeds
+    plan = sorted(plan, key=lambda rs: (rs[0]["model"].get("kind") != "cnn_single", rs[1]))
     cols = ["key", "seed", "state", "action", "seconds", "job", "stale_code"]
     if jobs == 1:
         return pd.DataFrame(_run_plan(grid, store, out, plan, stop_after, log), columns=cols)
-    # costly runs first, so that the last job to finish is not the one that drew the single-label ensemble last
-    plan = sorted(plan, key=lambda rs: (rs[0]["model"].get("kind") != "cnn_single", rs[1]))
     # each job is a fresh interpreter (not fork: torch's thread pools do not survive it; not multiprocessing's spawn,
     # which re-imports the caller's __main__ and fails inside notebook runners)
     import subprocess, tempfile
@@ -375,7 +408,7 @@ def run_grid(grid: dict,  # a checked grid (`default_grid`, `load_grid`)
     df = df.sort_values("action", key=lambda a: a.eq("skipped"), kind="stable").drop_duplicates(["key", "seed"])
     return df.sort_values(["seed", "key"], kind="stable").reset_index(drop=True)
 
-# %% ../nbs/50_ablations.ipynb #8534611b
+# %% ../nbs/50_ablations.ipynb #bc530ad9
 def collect(grid: dict, out: str | os.PathLike, store: str | os.PathLike | None = None) -> dict:
     "{'per_tf', 'curves', 'runs', 'tf_sizes', 'missing'} from the finished runs of `grid` under `out`."
     out = Path(out)
@@ -391,7 +424,7 @@ def collect(grid: dict, out: str | os.PathLike, store: str | os.PathLike | None 
             per_tf.append(t)
             h = pd.DataFrame(res["history"]).assign(key=r["key"], name=r["name"], seed=seed)
             curves.append(h[[c for c in ["key", "name", "seed", "epoch", "train_loss", "train_auroc", "valid_auroc",
-                                         "test_auroc", "valid_aupr", "test_aupr"] if c in h]])
+                                         "valid_best_auroc", "test_auroc", "valid_aupr", "test_aupr"] if c in h]])
             runs.append({"key": r["key"], "name": r["name"], "seed": seed, "lam": r["lam"], "best_epoch": res["best_epoch"],
                          "epochs": res["epochs"], "epochs_run": res.get("epochs_run", res["epochs"]),
                          "max_epochs": res.get("max_epochs"), "stopped_early": res.get("stopped_early", False),
@@ -847,6 +880,72 @@ def plot_figure3(curves: pd.DataFrame,  # `epoch_curves(...)`
     for ax, what in zip(axes, ("Train", "Test")):
         ax.set_xlabel("epoch"); ax.set_ylabel("mean auROC across TFs"); ax.set_title(what); ax.grid(alpha=.3)
     axes[1].legend(fontsize=7, loc="lower right")
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/50_ablations.ipynb #40e0b744
+def runs_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    "Per row: seeds, epochs run, best epochs, how many runs stopped on patience and how many hit the maximum without a plateau."
+    g = runs.groupby("key", sort=False)
+    rng = lambda s: f"{s.min()}" if s.min() == s.max() else f"{s.min()}–{s.max()}"
+    out = pd.DataFrame({"model": g.name.first(), "seeds": g.seed.nunique(), "epochs run": g.epochs_run.agg(rng),
+                        "best epoch": g.best_epoch.agg(rng), "max epochs": g.max_epochs.first(),
+                        "stopped on plateau": g.stopped_early.sum().astype(int),
+                        "hit the maximum": g.apply(lambda d: int((~d.stopped_early.astype(bool) &
+                                                                  (d.epochs_run >= d.max_epochs)).sum()), include_groups=False),
+                        "precision": g.precision.first()})
+    return out.reset_index(drop=True)
+
+
+def effect_word(lo: float, hi: float) -> str:
+    "'better' if a 95 % CI of a difference lies above 0, 'worse' if below, else 'no difference established'."
+    return "better" if lo > 0 else "worse" if hi < 0 else "no difference established"
+
+
+def tests_summary(tests: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
+    "PMN rows vs each CNN: seed-level difference with its 95 % CI, p over seeds, Holm, and the paper's test across TFs."
+    names = dict(zip([k for k, *_ in TABLE4_ROWS], [n for _, n, *_ in TABLE4_ROWS]))
+    t = tests[tests.metric == metric]
+    return pd.DataFrame({"model": t.better.map(lambda k: names.get(k, k)), "vs": t.than.map(lambda k: names.get(k, k)),
+                         "seeds": t.seeds, "difference": t.diff_mean.round(4),
+                         "95% CI (seeds x TFs bootstrap)": [f"[{a:+.4f}, {b:+.4f}]" for a, b in zip(t.diff_ci_low, t.diff_ci_high)],
+                         "seeds better": t.seeds_better, "p (seeds)": t.p_seed.round(4), "p Holm": t.p_holm.round(4),
+                         "p paper's test (TFs)": t.p_ttest.map(lambda p: f"{p:.2g}"),
+                         "verdict": [effect_word(a, b) for a, b in zip(t.diff_ci_low, t.diff_ci_high)]}).reset_index(drop=True)
+
+
+def verdict_sentence(tests: pd.DataFrame, label: str, model: str = FULL_PMN) -> str:
+    "One sentence: `model` minus each CNN row in mean test auROC, with the 95 % CI over seeds x TFs and the seed count."
+    t = tests[(tests.better == model) & (tests.metric == "auroc")].set_index("than")
+    names = dict(zip([k for k, *_ in TABLE4_ROWS], [n for _, n, *_ in TABLE4_ROWS]))
+    parts = [f"{names.get(b, b)} {t.loc[b, 'diff_mean']:+.3f} (95 % CI {t.loc[b, 'diff_ci_low']:+.3f} to "
+             f"{t.loc[b, 'diff_ci_high']:+.3f}; {effect_word(t.loc[b, 'diff_ci_low'], t.loc[b, 'diff_ci_high'])})"
+             for b in CNN_ROWS if b in t.index]
+    seeds = int(t.seeds.min()) if len(t) else 0
+    return (f"**{label}**: PMN (λ=1) minus " + ", minus ".join(parts) + f" in mean test auROC ({seeds} seeds per row)."
+            if parts else f"**{label}**: no finished comparison yet.")
+
+
+def plot_valid_curves(curves: pd.DataFrame, runs: pd.DataFrame, title: str = ""):
+    "Validation mean auROC per epoch, one panel per row and one line per seed; a dot marks each run's best epoch."
+    import matplotlib.pyplot as plt
+    keys = list(dict.fromkeys(curves.key))
+    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(13, 5.2), sharey=True, squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        c = curves[curves.key == key]
+        for seed, cs in c.groupby("seed"):
+            col = "valid_best_auroc" if "valid_best_auroc" in cs and cs.valid_best_auroc.notna().any() else "valid_auroc"
+            ax.plot(cs.epoch, cs[col], "-", lw=1.2, color=f"C{seed}", label=f"seed {seed}")
+            if col != "valid_auroc": ax.plot(cs.epoch, cs.valid_auroc, ":", lw=0.8, color=f"C{seed}")
+            r = runs[(runs.key == key) & (runs.seed == seed)]
+            if len(r):
+                b = int(r.best_epoch.iloc[0])
+                ax.plot([b], cs.set_index("epoch")[col].get(b, np.nan), "o", color=f"C{seed}", ms=4)
+        ax.set_title(c.name.iloc[0], fontsize=9); ax.grid(alpha=.3); ax.set_xlabel("epoch", fontsize=8)
+    for ax in axes.flat[len(keys):]: ax.axis("off")
+    axes[0, 0].set_ylabel("validation mean auROC"); axes[1, 0].set_ylabel("validation mean auROC")
+    axes[0, 0].legend(fontsize=7)
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig

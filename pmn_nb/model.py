@@ -213,7 +213,7 @@ class CombinationLSTM(nn.Module):
             w_hops.append(w)
         return h, r, w, torch.stack(w_hops, 1)
 
-# %% ../nbs/30_model.ipynb #7bb776fb
+# %% ../nbs/30_model.ipynb #0096a542
 class ModelOutput(NamedTuple):
     "What every model returns. Tensors are (B, ...); the optional ones are filled by `model(x, return_all=True)`."
     logits: torch.Tensor  # (B, n) o of eq. 8; probabilities are `probs` (eq. 9)
@@ -229,17 +229,26 @@ class ModelOutput(NamedTuple):
         return torch.sigmoid(self.logits)
 
 
+def _default_encoder(encoder, d):
+    "(encoder, d): the paper's encoder (§4.1: 512-256-128 filters, widths 9-5-3, d = 128) when none is given."
+    if encoder is None: encoder = CNNEncoder()
+    if d is None: d = getattr(encoder, "d", None)
+    if d is None: raise PMNError("pass d=, the size of the encoder's output", hint="CNNEncoder has it as .d")
+    return encoder, d
+
+
 class PMN(nn.Module):
     "The Prototype Matching Network (eqs. 1-9): x -> ModelOutput(logits (B, n), w^K (B, n), ...)."
     def __init__(self,
-                 encoder: nn.Module,  # f of eq. 1: maps the input to x̂ (B, d)
-                 n_labels: int,  # number of labels (TFs) = prototypes
-                 d: int,  # embedding size (the encoder's output size)
+                 encoder: nn.Module | None = None,  # f of eq. 1: maps the input to x̂ (B, d); None: the paper's `CNNEncoder()`
+                 n_labels: int = 86,  # number of labels (TFs) = prototypes
+                 d: int | None = None,  # embedding size (the encoder's output size); None: the encoder's `d`
                  hops: int = 5,  # K
                  eps: float = 20.0,  # ε of eq. 6
                  attention: str = "sigmoid",  # 'sigmoid' or 'softmax' (before the last hop)
                  use_lstm: bool = True):  # False: the §4.1 "no LSTM" variant
         super().__init__()
+        encoder, d = _default_encoder(encoder, d)
         self.encoder, self.n_labels, self.d = encoder, n_labels, d
         self.prototypes = PrototypeBank(n_labels, d)
         self.lstm = CombinationLSTM(d, hops, eps, attention) if use_lstm else None
@@ -266,14 +275,15 @@ class PMN(nn.Module):
         if not return_all: return ModelOutput(logits, w)
         return ModelOutput(logits, w, x_hat, h, r, w_hops)
 
-# %% ../nbs/30_model.ipynb #e86f7d75
+# %% ../nbs/30_model.ipynb #bcce5668
 class MultiLabelCNN(nn.Module):
     "§4.1 CNN (multi-label): x -> ModelOutput(logits (B, n)), a linear layer on the encoder's x̂ (B, d)."
     def __init__(self,
-                 encoder: nn.Module,  # maps the input to (B, d)
-                 n_labels: int,  # number of labels (TFs)
-                 d: int):  # the encoder's output size
+                 encoder: nn.Module | None = None,  # maps the input to (B, d); None: the paper's `CNNEncoder()`
+                 n_labels: int = 86,  # number of labels (TFs)
+                 d: int | None = None):  # the encoder's output size; None: the encoder's `d`
         super().__init__()
+        encoder, d = _default_encoder(encoder, d)
         self.encoder, self.n_labels, self.d = encoder, n_labels, d
         self.out = nn.Linear(d, n_labels)
 
@@ -285,10 +295,11 @@ class MultiLabelCNN(nn.Module):
 class SingleLabelCNNs(nn.Module):
     "§4.1 CNN (single-label): n independent CNNs run as one model; x -> ModelOutput(logits (B, n))."
     def __init__(self,
-                 n_labels: int,  # number of labels = of independent CNNs
-                 d: int,  # each member's embedding size
-                 make_encoder: Callable):  # make_encoder(members) -> encoder mapping x to (B, members·d), e.g. CNNEncoder(..., members=m)
+                 n_labels: int = 86,  # number of labels = of independent CNNs
+                 d: int = 128,  # each member's embedding size
+                 make_encoder: Callable | None = None):  # make_encoder(members) -> encoder mapping x to (B, members·d); None: the paper's
         super().__init__()
+        if make_encoder is None: make_encoder = lambda members: CNNEncoder(members=members)
         self.n_labels, self.d, self.make_encoder = n_labels, d, make_encoder
         self.encoder = make_encoder(n_labels)
         self.weight = nn.Parameter(torch.empty(n_labels, d))  # row i: the head of member i
@@ -338,7 +349,7 @@ def pmn_loss(out: ModelOutput,  # a model's output: logits (B, n) and w^K (B, n)
     total = bce + lam * proto if (lam and out.w is not None) else bce
     return total, {"bce": bce, "proto": proto}
 
-# %% ../nbs/30_model.ipynb #11718895
+# %% ../nbs/30_model.ipynb #a8d17b70
 @dataclasses.dataclass
 class ModelConfig:
     "Everything needed to rebuild a model of this chapter (stored as JSON beside its weights)."
@@ -369,6 +380,12 @@ class ModelConfig:
             raise bad(f"d = {self.d} but the last conv layer has {self.conv_channels[-1]} filters", "d must equal conv_channels[-1]")
         if self.attention not in ("sigmoid", "softmax"): raise bad(f"attention {self.attention!r}", "use 'sigmoid' or 'softmax'")
         if self.hops < 1: raise bad(f"hops must be >= 1, not {self.hops}")
+        for k in ("conv_channels", "conv_widths"):
+            v = getattr(self, k)
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in v):
+                raise bad(f"{k} must be positive integers, not {v}")
+        if not isinstance(self.pool_size, int) or self.pool_size < 1: raise bad(f"pool_size must be >= 1, not {self.pool_size}")
+        if not self.eps > 0: raise bad(f"eps must be > 0, not {self.eps}")
         if self.padding not in ("valid", "same"): raise bad(f"padding {self.padding!r}", "use 'valid' or 'same'")
         if not 0 <= self.dropout < 1: raise bad(f"dropout must be in [0, 1), not {self.dropout}")
         if conv_out_len(self.seq_len, self.conv_widths, self.pool_size, self.padding) < 1:

@@ -25,9 +25,9 @@ from .metrics import METRICS, per_tf_metrics, summarize_metrics
 __all__ = ['AMP_CHOICES', 'TRAIN_PRESETS', 'RESUMABLE_CHANGES', 'CHECKPOINT_FORMAT', 'MODEL_VARIANTS', 'TrainConfig',
            'train_config', 'epoch_order', 'EpochBatchSampler', 'dist_info', 'init_distributed', 'rng_state',
            'set_rng_state', 'cpu_has_bf16', 'resolve_amp', 'amp_name', 'default_loss', 'predict', 'evaluate',
-           'load_checkpoint', 'fit', 'store_meta', 'run_configs', 'main_train']
+           'load_checkpoint', 'fit', 'store_meta', 'run_configs', 'check_writable', 'main_train']
 
-# %% ../nbs/40_train.ipynb #dcbdd44f
+# %% ../nbs/40_train.ipynb #8edf8b40
 @dataclasses.dataclass
 class TrainConfig:
     "How to train (§2.5). Sizes of the model are in the model's own config."
@@ -49,6 +49,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # optimiser steps between saves of the resumable `last.pt` (also saved every epoch)
     monitor: str = "auroc"  # validation metric (mean over TFs) that picks the best epoch: auroc, aupr or recall_50fdr
     patience: int = 0  # stop after this many epochs without a better validation metric (0: train all `epochs`)
+    min_epochs: int = 0  # patience starts counting only after this many epochs (models often sit at chance for a while)
     min_delta: float = 0.0  # an improvement of the validation metric must exceed this to count for `patience`
     member_best: bool = True  # models with members (single-label CNNs): each member keeps its own best epoch
 
@@ -56,7 +57,7 @@ class TrainConfig:
         "Check every field's type and range; a bad value is a PMNError naming the field."
         def bad(msg): return PMNError(f"TrainConfig: {msg}")
         ints = {"epochs": 1, "batch_size": 1, "num_workers": 0, "seed": None, "max_steps_per_epoch": 0,
-                "eval_batch_size": 1, "train_eval_size": 0, "checkpoint_every": 0, "patience": 0}
+                "eval_batch_size": 1, "train_eval_size": 0, "checkpoint_every": 0, "patience": 0, "min_epochs": 0}
         for k, lo in ints.items():
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int): raise bad(f"{k} must be an integer, not {v!r}")
@@ -85,7 +86,7 @@ TRAIN_PRESETS = {
 }
 # settings that may change when a run is resumed (they do not change the trajectory)
 RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "compile", "eval_batch_size", "checkpoint_every", "patience",
-                     "min_delta")
+                     "min_delta", "min_epochs")
 
 
 def train_config(profile: str | None = None,  # 'quick' or 'paper' (default: `get_profile()`)
@@ -285,7 +286,7 @@ def evaluate(model, ds, names=None, split: str = "test", batch_size: int = 1024,
     lg, lb = predict(model, ds, batch_size, device, amp, num_workers)
     return per_tf_metrics(lb, lg, names, split=split)
 
-# %% ../nbs/40_train.ipynb #5d357b82
+# %% ../nbs/40_train.ipynb #98ecc814
 CHECKPOINT_FORMAT = 1
 
 
@@ -308,8 +309,13 @@ def load_checkpoint(path: str | os.PathLike,  # a `best.pt` or `last.pt`, or a r
     p = Path(path)
     if p.is_dir(): p = p / "best.pt"
     if not p.exists(): raise PMNError("checkpoint not found", path=p, hint="train first: pmn train --out DIR")
-    ck = torch.load(p, map_location=map_location, weights_only=True)
-    if ck.get("format") != CHECKPOINT_FORMAT:
+    what = ("delete it to restart this run from its beginning (best.pt, if any, is kept)" if p.name == "last.pt"
+            else "train the run again, or restore the file from a copy")
+    try: ck = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, torn or not a checkpoint at all: one line, naming the file and what to do
+        raise PMNError(f"damaged checkpoint: not a readable torch file ({type(e).__name__})", path=p, hint=what) from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(ck, dict): raise PMNError("damaged checkpoint: not a pmn_nb checkpoint", path=p, hint=what)
         raise PMNError(f"checkpoint format {ck.get('format')!r}, expected {CHECKPOINT_FORMAT}", path=p)
     if model is not None:
         try: model.load_state_dict(ck["model"])
@@ -318,7 +324,7 @@ def load_checkpoint(path: str | os.PathLike,  # a `best.pt` or `last.pt`, or a r
                            hint="build the model from the run's model_config.json") from None
     return ck
 
-# %% ../nbs/40_train.ipynb #b3da38e4
+# %% ../nbs/40_train.ipynb #3d72db7e
 def _as_float(v) -> "torch.Tensor":
     import torch
     return v.detach().double() if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64)
@@ -515,7 +521,7 @@ def fit(model,  # a torch module whose output has `.logits (B, n)` and `.w (B, n
                     best_model, member_valid = _copy_model(raw), valid_df.copy()
                 # a TF without a defined validation metric keeps its latest weights, as a run without validation does
                 better = np.where(np.isnan(per), True, per > member_metric)
-                improved = bool(np.any(~np.isnan(per) & (per > member_metric + cfg.min_delta)))
+                old_combined = float(member_metric[np.isfinite(member_metric)].mean()) if np.isfinite(member_metric).any() else -math.inf
                 for i in np.nonzero(better)[0]:
                     best_model.set_member(int(i), raw.member(int(i)))
                 member_metric = np.where(better & ~np.isnan(per), per, member_metric)
@@ -524,6 +530,7 @@ def fit(model,  # a torch module whose output has `.logits (B, n)` and `.w (B, n
                 ok = np.isfinite(member_metric)
                 combined = float(member_metric[ok].mean()) if ok.any() else math.nan
                 row[f"valid_best_{cfg.monitor}"] = combined  # the ensemble of per-member best epochs
+                improved = not math.isnan(combined) and combined > old_combined + cfg.min_delta  # the ensemble's gain counts
                 is_best = bool(np.any(better)) or best_epoch == 0
                 if is_best: best_metric = combined if not math.isnan(combined) else -math.inf
             else:
@@ -547,7 +554,8 @@ def fit(model,  # a torch module whose output has `.logits (B, n)` and `.w (B, n
                     if vdf is not None:
                         if members: vdf = vdf.assign(best_epoch=member_epoch)
                         with atomic_write(out / "valid_per_tf.csv") as f: vdf.to_csv(f, index=False)
-            if cfg.patience and valid_ds is not None and epoch + 1 - last_improved >= cfg.patience and epoch + 1 < cfg.epochs:
+            if (cfg.patience and valid_ds is not None and epoch + 1 >= cfg.min_epochs
+                    and epoch + 1 - last_improved >= cfg.patience and epoch + 1 < cfg.epochs):
                 stopped_early = True
             save_last(epoch + 1, 0, {}, 0, 0.0)
             if out and rank == 0:
@@ -572,7 +580,7 @@ def _copy_model(m):
     import copy
     return copy.deepcopy(m)
 
-# %% ../nbs/40_train.ipynb #c05eb475
+# %% ../nbs/40_train.ipynb #cefe7a18
 MODEL_VARIANTS = {  # --model NAME: the §4.1 model variations as ModelConfig overrides
     "pmn": dict(kind="pmn"),  # PMN, sigmoid attention (the full model)
     "pmn_softmax": dict(kind="pmn", attention="softmax"),  # PMN, softmax attention
@@ -621,11 +629,30 @@ def run_configs(store: str | os.PathLike,  # the window store to train on
     if mk.get("seq_len", window) != window:
         raise PMNError(f"the config's model has seq_len={mk['seq_len']} but the store's windows are {window} bp",
                        path=where, hint=f"drop seq_len from the config (it is read from the store: {store})")
-    mcfg = load_config(ModelConfig, {**dataclasses.asdict(ModelConfig.for_profile(n_tfs, profile)), **mk,
-                                     "n_labels": n_tfs, "seq_len": window})
-    tcfg = load_config(TrainConfig, {**dataclasses.asdict(train_config(profile)), **extra.get("train", {}),
-                                     **{k: v for k, v in train_overrides.items() if v is not None}})
+    try:
+        mcfg = load_config(ModelConfig, {**dataclasses.asdict(ModelConfig.for_profile(n_tfs, profile)), **mk,
+                                         "n_labels": n_tfs, "seq_len": window})
+        tcfg = load_config(TrainConfig, {**dataclasses.asdict(train_config(profile)), **extra.get("train", {}),
+                                         **{k: v for k, v in train_overrides.items() if v is not None}})
+    except PMNError as e:  # name the config file the bad value came from (or say it came from the command line)
+        raise PMNError(e.msg, path=e.path or where, line=e.line,
+                       hint=e.hint or ("fix it in this file" if where else "fix the command-line option")) from None
+    except TypeError as e:  # a value of the wrong type deep in a dataclass (e.g. a string where a list belongs)
+        raise PMNError(f"bad config value: {e}", path=where) from None
     return tcfg, mcfg, meta
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    "Create `folder` if needed and make sure files can be written in it; a PMNError naming it otherwise."
+    d = Path(folder)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test-{os.getpid()}"
+        probe.write_text(""); probe.unlink()
+    except OSError as e:
+        raise PMNError(f"cannot write to this folder ({e.strerror or e})", path=d,
+                       hint="choose another --out folder, or fix its permissions") from None
+    return d
 
 
 def main_train(argv: list[str] | None = None) -> int:
@@ -654,11 +681,15 @@ def main_train(argv: list[str] | None = None) -> int:
     from pmn_nb.core import provenance, save_results
     from pmn_nb.model import build_model, save_model
     from pmn_nb.windows import WindowDataset
+    from pmn_nb.windows import check_store_splits
+    if a.threads is not None and a.threads < 1: raise PMNError(f"--threads must be >= 1, not {a.threads}")
     if a.threads: torch.set_num_threads(a.threads)
     tcfg, mcfg, meta = run_configs(a.data, a.model, a.profile, a.config, epochs=a.epochs, batch_size=a.batch_size,
                                    lr=a.lr, num_workers=a.workers, amp=a.amp, compile=a.compile, lam=a.lam,
                                    seed=a.seed, device=a.device)
-    out = Path(a.out)
+    # an empty split is found now, not after hours of training
+    check_store_splits(a.data, ("train", "valid") if a.no_test else ("train", "valid", "test"))
+    out = check_writable(a.out)
     saved = out / "model_config.json"
     if (out / "last.pt").exists() and saved.exists() and json.loads(saved.read_text()) != to_jsonable(mcfg):
         raise PMNError("this folder holds a run of a different model", path=out, hint="use a new --out folder")
@@ -676,8 +707,8 @@ def main_train(argv: list[str] | None = None) -> int:
               f"training / {len(valid_ds):,} validation windows, {len(names)} TFs; profile {get_profile(a.profile)}, "
               f"device {get_device(tcfg.device)}", file=sys.stderr)
     hist = fit(model, train_ds, valid_ds, tcfg, out, tf_names=names)
-    test = None if a.no_test else evaluate(model, WindowDataset(a.data, "test"), names, "test", tcfg.eval_batch_size,
-                                           amp=tcfg.amp)  # every process scores its share
+    test = None if a.no_test else evaluate(model, WindowDataset(a.data, "test"), names, "test",
+                                           tcfg.eval_batch_size)  # float32 scores; every process scores its share
     if world > 1:
         import torch.distributed as dist
         dist.destroy_process_group()

@@ -104,3 +104,89 @@ def test_sigkill_mid_epoch_then_resume(run_pmn, tmp_path, store):
     ha, hb = pd.read_csv(tmp_path / "full" / "history.csv"), pd.read_csv(cut / "history.csv")
     timing = ["train_seconds", "eval_seconds", "train_seq_per_s"]
     pd.testing.assert_frame_equal(ha.drop(columns=timing), hb.drop(columns=timing))
+
+
+@pytest.mark.parametrize("train, msg", [
+    ({"epochs": -1}, "TrainConfig: epochs must be >= 1, not -1"),
+    ({"epochs": 2.5}, "TrainConfig: epochs must be an integer, not 2.5"),
+    ({"lr": -0.001}, "TrainConfig: lr must be > 0"),
+    ({"batch_size": 0}, "TrainConfig: batch_size must be >= 1"),
+    ({"amp": "fp8"}, "TrainConfig: amp must be one of"),
+    ({"device": "tpu7"}, "TrainConfig: device must be"),
+])
+def test_bad_train_settings_name_the_config_file(run_pmn, tmp_path, store, train, msg):
+    "A bad value in a config file is one line naming the file, before any training (nothing written to --out)."
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"train": train}))
+    r = run_pmn("train", "--data", store, "--out", tmp_path / "run", "--config", cfg)
+    assert r.returncode == 2, r.stderr
+    assert f"run.json: {msg}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--batch-size", "-4"], "TrainConfig: batch_size must be >= 1, not -4"),
+    (["--epochs", "0"], "TrainConfig: epochs must be >= 1, not 0"),
+    (["--device", "tpu7"], "TrainConfig: device must be"),
+    (["--threads", "0"], "--threads must be >= 1"),
+])
+def test_bad_train_options(run_pmn, tmp_path, store, args, msg):
+    r = run_pmn("train", "--data", store, "--out", tmp_path / "run", *args)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_unwritable_out_folder(run_pmn, tmp_path, store):
+    import os
+    if os.geteuid() == 0: pytest.skip("root can write anywhere")  # CI runs as root: covered by the chmod-free case below
+    ro = tmp_path / "ro"
+    ro.mkdir(); ro.chmod(0o500)
+    r = run_pmn("train", "--data", store, "--out", ro / "run", "--epochs", "1")
+    assert r.returncode == 2 and "cannot write to this folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_out_is_a_file(run_pmn, tmp_path, store):
+    "An --out that cannot be a folder (here: an existing file) is one clear line, for root too."
+    f = tmp_path / "run"
+    f.write_text("not a folder")
+    r = run_pmn("train", "--data", store, "--out", f, "--epochs", "1")
+    assert r.returncode == 2 and "cannot write to this folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_empty_test_split_fails_before_training(run_pmn, tmp_path, store):
+    "A store whose test split is empty stops `pmn train` before its first step, naming the store and the split."
+    import shutil
+
+    import numpy as np
+    s = tmp_path / "store"
+    shutil.copytree(store, s)
+    meta = json.loads((s / "meta.json").read_text())
+    meta["counts"]["test"]["windows"] = 0
+    (s / "meta.json").write_text(json.dumps(meta))
+    for part in ("seq", "labels", "index"):
+        a = np.load(s / f"test.{part}.npy")
+        np.save(s / f"test.{part}.npy", a[:0])
+    r = run_pmn("train", "--data", s, "--out", tmp_path / "run", "--epochs", "1")
+    assert r.returncode == 2 and "the test split of this window store is empty" in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+    r = run_pmn("train", "--data", s, "--out", tmp_path / "run", "--epochs", "1", "--no-test", "--model", "cnn",
+                "--batch-size", "512", "--threads", "1")
+    assert r.returncode == 0, r.stderr  # told to skip the test split, it trains
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_damaged_last_checkpoint(run_pmn, tmp_path, store, damage):
+    "A torn or foreign last.pt is one line naming the file and what to do; deleting it restarts the run."
+    import os
+    out = tmp_path / "run"
+    args = ["train", "--data", store, "--out", out, "--model", "cnn", "--batch-size", "512", "--threads", "1", "--no-test"]
+    r = run_pmn(*args, "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    last = out / "last.pt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(4096))
+    r = run_pmn(*args, "--epochs", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "last.pt: damaged checkpoint" in r.stderr and "delete it to restart" in r.stderr, r.stderr
+    last.unlink()
+    r = run_pmn(*args, "--epochs", "1")
+    assert r.returncode == 0, r.stderr
