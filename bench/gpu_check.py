@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+torch = None  # imported by main() once the arguments are checked (a refusal should not wait for torch to load)
 
 KNOWN_AUROC = 0.585  # test auROC of the fit below on this project's CPU, fp32, seed 0 (bf16 autocast there: 0.620); chance is 0.5
 AUROC_TOL = 0.05  # allowed shortfall: bf16 rounding and other kernels change the trajectory of so small a fit
@@ -340,6 +340,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--store", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.device == "cpu" and not a.tiny and not a.ddp_worker:
+        print("gpu_check: on a CPU only the --tiny run is meant (the paper sizes take hours there)", file=sys.stderr)
+        return 2
+    global torch
+    import torch
     if a.ddp_worker: return ddp_worker(a)
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
