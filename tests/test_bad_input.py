@@ -165,6 +165,9 @@ SETUPS = {
     "fa_dup_names": lambda d: _w(d, "g.fa", ">chr1\nACGT\n>chr1\nACGT\n"),
     "fa_binary": lambda d: _w(d, "g.fa", bytes(range(256)) * 4),
     "fa_empty": lambda d: _w(d, "g.fa", ""),
+    "fa_crlf": lambda d: _w(d, "crlf.fa", fasta_text().replace("\n", "\r\n")),
+    "fa_trailing_blank": lambda d: _w(d, "g.fa", fasta_text() + "\n\n"),
+    "fa_long_header": lambda d: _w(d, "long.fa", fasta_text().replace(">chr2", ">chr2 " + "x" * 70_000)),
     "fa_short": lambda d: _w(d, "short.fa", ">a\nACGT\n>b\nACGTAC\n"),
     "fa_is_dir": lambda d: (d / "g.fa").mkdir(),
     # peaks
@@ -173,6 +176,7 @@ SETUPS = {
     "peaks_bed5": lambda d: _w(d, "bed5/D.narrowPeak", "chr1\t100\t300\tp1\t5\nchr2\t50\t250\tp2\t5\n"),
     "peaks_straddle": lambda d: _w(d, "straddle/D.narrowPeak", ROW.format("chr1", 100, 200, -1, 50)
                                    + ROW.format("chr2", 250, 400, -1, 20)),
+    "peaks_crlf": lambda d: _w(d, "crlf/A.narrowPeak", GOOD_PEAK.replace("\n", "\r\n") * 2),
     "peaks_empty": lambda d: _w(d, "peaks/D.narrowPeak", ""),
     "peaks_header_only": lambda d: _w(d, "peaks/D.narrowPeak", "track name=x\n#comment\n"),
     "peaks_cols": lambda d: _w(d, "peaks/D.narrowPeak", GOOD_PEAK + "chr1\t5\t9\n"),
