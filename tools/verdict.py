@@ -13,8 +13,8 @@ Every number comes from a file under results/; `inputs` lists the files read, an
 results/verdict/provenance.json. tests/test_book.py recomputes the table and the md5s and fails if either differs
 from what is saved, so a results file cannot change without the table following. The Table 4 rows read the newer
 layout of `pmn ablate` results (table4.csv with auroc_sd, tests.csv with key/vs/diff_mean/p_holm) when present and the
-older one (auroc_mean_sd_seeds; better/than/metric/mean_diff/p_ttest) otherwise; the synthetic row uses
-results/ablations/synth_modules/ when it exists, else synth_2000/.
+older one (auroc_mean_sd_seeds; better/than/metric/mean_diff/p_ttest) otherwise; the grid folders
+read are the first of REAL_GRIDS / SYNTH_GRIDS below that has a table4.csv (synth_modules/ before synth_2000/).
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["result", "paper", "ours", "data", "verdict", "why", "chapter", "chapter_title"]
 ALPHA = 0.05  # one-sided significance level of every "better than" in this table
-SYNTH_GRIDS = ("synth_modules", "synth_2000")  # the synthetic Table 4 grid: the first that exists
+# results/ablations/<grid>/ folders for the Table 4 rows, in order of preference: the first with a table4.csv is used
+REAL_GRIDS = ("chr22_quick", "table4_chr22")  # real chr22 sample (the re-run lands in chr22_quick)
+SYNTH_GRIDS = ("synth_modules", "table4_synth", "synth_2000")  # synthetic genome with planted co-binding modules
 
 
 class Reader:
@@ -131,13 +133,16 @@ def _ranking_row(g: dict, label: str) -> dict:
             "chapter": "50_ablations", "chapter_title": "Ablations"}
 
 
+def _first_grid(r: Reader, names) -> str:
+    return next((g for g in names if r.exists(f"ablations/{g}/table4.csv")), names[0])
+
+
 def row_table4_real(r: Reader) -> dict:
-    return _ranking_row(_grid(r, "chr22_quick"), "real chr22")
+    return _ranking_row(_grid(r, _first_grid(r, REAL_GRIDS)), "real chr22")
 
 
 def row_table4_synth(r: Reader) -> dict:
-    grid = next((g for g in SYNTH_GRIDS if r.exists(f"ablations/{g}/table4.csv")), SYNTH_GRIDS[-1])
-    return _ranking_row(_grid(r, grid), "synthetic genome with planted co-binding")
+    return _ranking_row(_grid(r, _first_grid(r, SYNTH_GRIDS)), "synthetic genome with planted co-binding")
 
 
 _LABEL = {"cnn_single": "CNN single", "cnn_multi": "CNN multi", "pmn_nolstm": "PMN no LSTM", "pmn_softmax": "PMN softmax",
@@ -151,7 +156,7 @@ def row_table4_values(r: Reader) -> dict:
     grids = sorted(p.parent.name for p in (r.results / "ablations").glob("*/provenance.json"))
     full = [g for g in grids if r.json(f"ablations/{g}/provenance.json").get("profile") == "paper"
             and r.exists(f"ablations/{g}/table4.csv")]
-    g = _grid(r, full[0] if full else "chr22_quick")
+    g = _grid(r, full[0] if full else _first_grid(r, REAL_GRIDS))
     t4 = g["t4"]
     keys = [k for k in paper.index if k in t4.index]
     ours = ", ".join(f"{_LABEL[k]} {t4.auroc_mean[k]:.3f}" for k in keys)
