@@ -53,6 +53,7 @@ verdict: install
 # README.md is nbs/index.ipynb executed (after the verdict table is brought up to date); the verdict table's chapter links
 # point at the book's pages (NN_name.html), which on the repository are the notebooks (nbs/NN_name.ipynb)
 readme: verdict
+	rm -rf README_files
 	$(BIN)/jupyter nbconvert --to markdown --execute --no-input nbs/index.ipynb --output-dir . --output README
 	sed -i 's|^!\[png\](README_files/|![figure](README_files/|' README.md
 	sed -i -E 's#\]\(([0-9]{2}_[a-z0-9_]+)\.html\)#](nbs/\1.ipynb)#g' README.md
