@@ -706,6 +706,9 @@ class Genome:
                            hint="all lines of a record must have the same length except its last; re-wrap it, e.g. `seqkit seq -w 60`") from None
         except ValueError as e:
             raise PMNError(f"cannot index the FASTA: {e}", path=self.path, hint="are the record names unique?") from None
+        except RuntimeError as e:  # pyfaidx's "Unhandled exception during fasta indexing", e.g. blank lines at the end
+            raise PMNError(f"cannot index the FASTA: {str(e).split('Please report')[0].strip()}", path=self.path,
+                           hint="remove blank lines inside records and at the end of the file; re-wrap it, e.g. `seqkit seq -w 60`") from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -784,11 +787,13 @@ def _index_mismatch(fasta: Path, index: dict) -> str | None:
     with open(fasta, "rb") as f:
         for name, r in index.items():
             if r.offset < 2 or r.bend > size + 1: return f"record {name} lies beyond the file's end"
-            for back in (len(name) + 512, 1 << 16):  # enough for the header line, unless it holds a long description
+            back = len(name) + 512  # enough for the header line, unless it holds a long description
+            while True:
                 a = max(0, r.offset - back)
                 f.seek(a)
                 head = f.read(r.offset - a)
-                if a == 0 or b"\n" in head[:-1]: break
+                if a == 0 or b"\n" in head[:-1] or back > 1 << 24: break
+                back *= 16
             if not head.endswith(b"\n"): return f"record {name} does not start after a header line"
             line = head[:-1].rstrip(b"\r").rsplit(b"\n", 1)[-1]
             if not line.startswith(b">") or line[1:].split(maxsplit=1)[:1] != [name.encode()]:
