@@ -75,11 +75,13 @@ def test_a_changed_file_with_the_same_numbers_is_still_stale(results_copy):
 
 
 def test_new_table4_layout_and_synthetic_modules_grid(results_copy):
-    "When the re-run Table 4 grids land (new columns, Holm p-values, synth_modules/), the table reads them."
+    "When the re-run Table 4 grids land (new columns, Holm p-values, synth_table4/), the table reads them."
+    import shutil
     old = results_copy / "ablations" / "synth_2000"
-    new = results_copy / "ablations" / "synth_modules"
+    new = results_copy / "ablations" / "synth_table4"
+    shutil.rmtree(new, ignore_errors=True)
     new.mkdir()
-    prov = json.loads((old / "provenance.json").read_text())
+    prov = json.loads((RESULTS / "ablations" / "synth_2000" / "provenance.json").read_text())
     prov["data_source"] = "synthetic genome with planted modules (test)"
     (new / "provenance.json").write_text(json.dumps(prov))
     pd.DataFrame({"key": ["cnn_single", "cnn_multi", "pmn_lam1"], "name": ["CNN (single-label)", "CNN (multi-label)",
@@ -89,7 +91,7 @@ def test_new_table4_layout_and_synthetic_modules_grid(results_copy):
     pd.DataFrame({"grid": "synth_modules", "key": "pmn_lam1", "vs": ["cnn_single", "cnn_multi"], "diff_mean": [0.10, 0.09],
                   "diff_ci_low": [0.05, 0.04], "diff_ci_high": [0.15, 0.14], "p_ttest": [1e-4, 2e-4],
                   "p_seed": [0.01, 0.02], "p_holm": [0.02, 0.03]}).to_csv(new / "tests.csv", index=False)
-    assert "results/ablations/synth_modules/table4.csv: new input" in verdict.stale(results_copy)
+    assert "results/ablations/synth_table4/table4.csv: " in " ".join(verdict.stale(results_copy))
     df, used = verdict.compute(results_copy)
     row = df[df.result.str.contains("synthetic")].iloc[0]
     assert row.verdict == "reproduced" and "Holm" in row.why
@@ -190,3 +192,23 @@ def test_progress_bar_at_a_terminal_only(tmp_path):
     assert code == 0 and err == ""  # a notebook, the book, a log, CI: no bar, nothing on stderr
     code, err = _pmn(tmp_path, tty=False, progress="1")
     assert code == 0 and "pmn synth" in err  # PMN_PROGRESS=1 forces it
+
+
+def test_seed_level_layout_uses_the_ci(results_copy):
+    "`pmn ablate` results (better/than/metric rows with a bootstrap CI): the verdict follows the CI of PMN minus each CNN."
+    g = results_copy / "ablations" / "chr22_table4"
+    g.mkdir(exist_ok=True)
+    prov = json.loads((RESULTS / "ablations" / "synth_2000" / "provenance.json").read_text())
+    (g / "provenance.json").write_text(json.dumps(prov))
+    pd.DataFrame({"key": ["cnn_single", "cnn_multi", "pmn_lam1"], "name": ["CNN (single-label)", "CNN (multi-label)",
+                                                                          "PMN (λ=1), sigmoid att"],
+                  "n_seeds": 3, "auroc_mean": [0.70, 0.71, 0.72], "auroc_sd": [0.01, 0.02, 0.015]}).to_csv(g / "table4.csv", index=False)
+    tests = pd.DataFrame({"better": "pmn_lam1", "than": ["cnn_single", "cnn_multi"], "metric": "auroc", "seeds": 3,
+                          "mean_diff": [0.02, 0.01], "p_ttest": [1e-5, 1e-3], "diff_mean": [0.02, 0.01],
+                          "diff_ci_low": [0.01, -0.005], "diff_ci_high": [0.03, 0.02], "p_seed": [0.01, 0.3],
+                          "p_holm": [0.02, 0.3]})
+    tests.to_csv(g / "tests.csv", index=False)
+    row = verdict.compute(results_copy)[0].query("result.str.contains('real chr22')").iloc[0]
+    assert row.verdict == "not reproduced" and "95 % CI -0.005 to +0.020" in row.ours, row.ours
+    tests.assign(diff_ci_low=[0.01, 0.001]).to_csv(g / "tests.csv", index=False)
+    assert verdict.compute(results_copy)[0].query("result.str.contains('real chr22')").verdict.iloc[0] == "reproduced"

@@ -14,7 +14,7 @@ results/verdict/provenance.json. tests/test_book.py recomputes the table and the
 from what is saved, so a results file cannot change without the table following. The Table 4 rows read the newer
 layout of `pmn ablate` results (table4.csv with auroc_sd, tests.csv with key/vs/diff_mean/p_holm) when present and the
 older one (auroc_mean_sd_seeds; better/than/metric/mean_diff/p_ttest) otherwise; the grid folders
-read are the first of REAL_GRIDS / SYNTH_GRIDS below that has a table4.csv (synth_modules/ before synth_2000/).
+read are the first of REAL_GRIDS / SYNTH_GRIDS below that has a table4.csv (the converged grids chr22_table4/ and synth_table4/ before the older short ones).
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["result", "paper", "ours", "data", "verdict", "why", "chapter", "chapter_title"]
 ALPHA = 0.05  # one-sided significance level of every "better than" in this table
 # results/ablations/<grid>/ folders for the Table 4 rows, in order of preference: the first with a table4.csv is used
-REAL_GRIDS = ("chr22_quick", "table4_chr22")  # real chr22 sample (the re-run lands in chr22_quick)
-SYNTH_GRIDS = ("synth_modules", "table4_synth", "synth_2000")  # synthetic genome with planted co-binding modules
+REAL_GRIDS = ("chr22_table4", "chr22_quick")  # real chr22 sample: the converged grid of issue 14, else the first short one
+SYNTH_GRIDS = ("synth_table4", "synth_2000")  # synthetic genome with planted co-binding modules
 
 
 class Reader:
@@ -85,7 +85,12 @@ def _grid(r: Reader, grid: str) -> dict:
     tests = r.csv(f"ablations/{grid}/tests.csv")
     pv = r.json(f"ablations/{grid}/provenance.json")
     sd = t4["auroc_sd"] if "auroc_sd" in t4 else t4["auroc_mean_sd_seeds"]
-    if "vs" in tests:  # new layout: key, vs, diff_mean, ..., p_holm
+    if "better" in tests and "diff_ci_low" in tests:  # `pmn ablate` since issue 14: seed-level CI and Holm p per pair
+        tests = tests[tests.metric == "auroc"]
+        pcol = "p_holm"
+        tt = tests.rename(columns={"diff_mean": "diff"})
+        tt = tt.assign(p=tt[pcol])[["better", "than", "diff", "p", "diff_ci_low", "diff_ci_high"]]
+    elif "vs" in tests:  # new layout: key, vs, diff_mean, ..., p_holm
         if "metric" in tests: tests = tests[tests.metric == "auroc"]
         if "grid" in tests and tests.grid.nunique() > 1: tests = tests[tests.grid == grid]
         pcol = "p_holm" if "p_holm" in tests else "p_ttest"
@@ -93,7 +98,7 @@ def _grid(r: Reader, grid: str) -> dict:
     else:  # older layout: better, than, metric, mean_diff, p_ttest
         tt = tests[tests.metric == "auroc"].rename(columns={"mean_diff": "diff"})
         pcol = "p_ttest"
-    tt = tt.assign(p=tt[pcol])[["better", "than", "diff", "p"]]
+    if "diff_ci_low" not in tt: tt = tt.assign(p=tt[pcol])[["better", "than", "diff", "p"]]
     train = (pv.get("config") or {}).get("train") or {}
     budget = (f"{train['epochs']} epochs × {train['max_steps_per_epoch']} steps"
               if train.get("epochs") and train.get("max_steps_per_epoch") else "")
@@ -118,12 +123,21 @@ def _ranking_row(g: dict, label: str) -> dict:
         m = tt[(tt.better == FULL_PMN) & (tt.than == c)]
         if m.empty: ok = False; parts.append(f"no test vs {t4.name[c]}"); continue
         d, p = float(m["diff"].iloc[0]), float(m["p"].iloc[0])
-        ok &= d > 0 and p < ALPHA
-        parts.append(f"vs {t4.name[c]} {d:+.3f} (p = {p:.2g})")
+        if "diff_ci_low" in m:  # seed-level: the 95 % CI of the difference must exclude 0
+            lo, hi = float(m["diff_ci_low"].iloc[0]), float(m["diff_ci_high"].iloc[0])
+            ok &= lo > 0
+            parts.append(f"vs {t4.name[c]} {d:+.3f} (95 % CI {lo:+.3f} to {hi:+.3f}; Holm p = {p:.2g})")
+        else:
+            ok &= d > 0 and p < ALPHA
+            parts.append(f"vs {t4.name[c]} {d:+.3f} (p = {p:.2g})")
     ptxt = "Holm-corrected " if g["pcol"] == "p_holm" else ""
+    seed_ci = "diff_ci_low" in tt
     ours = (f"PMN (λ=1) {t4.auroc_mean[FULL_PMN]:.3f} ± {g['sd'][FULL_PMN]:.3f}: " + "; ".join(parts)
             + f"; best row: {t4.name[best]} ({t4.auroc_mean[best]:.3f})")
-    if ok: verdict, why = "reproduced", f"PMN (λ=1) beats every CNN row, {ptxt}one-sided p < {ALPHA}"
+    if seed_ci:
+        rule = "the 95 % CI over seeds x TFs of PMN (λ=1) minus each CNN row lies above 0 (unit of replication: a seed)"
+        verdict, why = ("reproduced", rule) if ok else ("not reproduced", "not every CI lies above 0; rule: " + rule)
+    elif ok: verdict, why = "reproduced", f"PMN (λ=1) beats every CNN row, {ptxt}one-sided p < {ALPHA}"
     else: verdict, why = "not reproduced", f"PMN (λ=1) does not beat every CNN row at {ptxt}one-sided p < {ALPHA}"
     if "cnn_single" not in t4.index: why += " (this grid has no single-label CNNs)"
     return {"result": f"Table 4: PMN (λ=1) beats the CNNs in mean auROC — {label}",
