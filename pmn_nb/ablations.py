@@ -767,7 +767,7 @@ def wall_elapsed(calls: list) -> float:
         if t1 > end: total += t1 - max(t0, end); end = t1
     return total
 
-# %% ../nbs/50_ablations.ipynb #ebc63d5d
+# %% ../nbs/50_ablations.ipynb #8756b884
 def main_ablate(argv: list[str] | None = None) -> int:
     "`pmn ablate`: run the Table 4 grid (train missing runs, resume interrupted ones, skip finished ones), collect results."
     import argparse
@@ -802,6 +802,8 @@ def main_ablate(argv: list[str] | None = None) -> int:
         with atomic_write(a.write_grid) as f: json.dump(to_jsonable(grid), f, indent=1)
         return 0
     store, label = resolve_data(a.data)
+    from pmn_nb.windows import check_store_splits
+    check_store_splits(store)  # an empty split is an error now, before --out is made
     out = Path(a.out)
     log = lambda s: print(f"pmn ablate: {s}", file=sys.stderr, flush=True)
     log(f"grid {grid['name']} ({len(grid['rows'])} rows, profile {grid['profile']}) on {store} -> {out}; "
