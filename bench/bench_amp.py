@@ -104,7 +104,7 @@ def grid_part() -> tuple[pd.DataFrame, dict]:
                         f"{prec}_auroc": fb["t4"].auroc_mean.loc[fa["t4"].index],
                         f"{prec}_sd_seeds": fb["t4"].auroc_sd.loc[fa["t4"].index]}).reset_index(drop=True)
     tab["diff"] = tab[f"{prec}_auroc"] - tab.fp32_auroc
-    tab["max_sd"] = tab[["fp32_sd_seeds", f"{prec}_sd_seeds"]].max(1)
+    tab["max_sd"] = tab[["fp32_sd_seeds", f"{prec}_sd_seeds"]].max(axis=1)
     tab["within_sd"] = tab["diff"].abs() <= tab.max_sd
     summary = {"fp32_jobs1_seconds": fa["seconds"], "default_jobs2_seconds": fb["seconds"],
                "wall_ratio": fa["seconds"] / fb["seconds"], "default_precision": prec,

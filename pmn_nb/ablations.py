@@ -238,7 +238,7 @@ def train_run(store: str | os.PathLike,  # a window store folder
     if log: log(f"{d}: best epoch {best}, test auROC {result['test']['auroc_mean']:.3f} ({time.perf_counter() - t0:.0f} s)")
     return result
 
-# %% ../nbs/50_ablations.ipynb #252f1d6f
+# %% ../nbs/50_ablations.ipynb #a7ffa599
 def code_fingerprint() -> str:
     "md5 of the code that decides a run's numbers: the model chapter, `fit`, evaluation, the batch order and the metrics."
     import hashlib, inspect
@@ -395,14 +395,19 @@ def run_grid(grid: dict,  # a checked grid (`default_grid`, `load_grid`)
                     "plan": [(r["key"], s) for r, s in plan], "done_file": f"{tmp}/done{j}.json"}
             (Path(tmp) / f"job{j}.json").write_text(json.dumps(to_jsonable(spec)))
             files.append(Path(spec["done_file"]))
+            # with a log (the command line) the jobs' lines go to this process's stderr as they come; without one (a
+            # notebook) they go to a file, shown only if a job fails: nothing reaches a notebook's stderr
+            err = None if log else open(Path(tmp) / f"job{j}.log", "w")
             procs.append(subprocess.Popen([sys.executable, "-c", "import sys; from pmn_nb.ablations import _job_main; "
-                                           f"sys.exit(_job_main({str(Path(tmp) / f'job{j}.json')!r}))"]))
+                                           f"sys.exit(_job_main({str(Path(tmp) / f'job{j}.json')!r}))"], stderr=err))
         codes = [p.wait() for p in procs]
+        tails = [(Path(tmp) / f"job{j}.log").read_text()[-400:] for j in range(jobs) if (Path(tmp) / f"job{j}.log").exists()]
         done = [d for f in files if f.exists() for d in json.loads(f.read_text())]
         lost = not all(f.exists() for f in files)
     if any(d.get("action") == "interrupted" for d in done): raise Interrupted("a job stopped (stop_after)")
     if any(c not in (0, 3) for c in codes) or lost:
-        raise PMNError(f"a training job failed (exit codes {codes}); its message is above", path=out,
+        raise PMNError(f"a training job failed (exit codes {codes})" + (f": {' | '.join(t.strip().splitlines()[-1] for t in tails if t.strip())}"
+                                                                         if tails else "; its message is above"), path=out,
                        hint="run again with --jobs 1 to see the error in this process")
     df = pd.DataFrame(done, columns=cols)  # every job sees the finished runs: report each run once, by what was done to it
     df = df.sort_values("action", key=lambda a: a.eq("skipped"), kind="stable").drop_duplicates(["key", "seed"])
@@ -608,7 +613,7 @@ def epoch_curves(curves: pd.DataFrame) -> pd.DataFrame:
     g = curves.groupby(["key", "name", "epoch"], sort=False)
     return g[cols].mean().join(g.seed.nunique().rename("n_seeds")).reset_index()
 
-# %% ../nbs/50_ablations.ipynb #28abbc73
+# %% ../nbs/50_ablations.ipynb #bf18e888
 def scan_max(codes: np.ndarray,  # (N, L) uint8 window codes (N = 4)
              pwms: list,  # M log-odds matrices, each (4, w)
              batch: int = 4096) -> np.ndarray:
@@ -625,7 +630,7 @@ def scan_max(codes: np.ndarray,  # (N, L) uint8 window codes (N = 4)
     out = []
     with torch.no_grad():
         for i in range(0, len(codes), batch):
-            x = F.pad(one_hot(codes[i:i + batch]), (0, w - 1))  # N columns are zero: padding scores 0
+            x = F.pad(one_hot(np.array(codes[i:i + batch])), (0, w - 1))  # N columns are zero: padding scores 0
             out.append(F.conv1d(x, W).amax(-1).unflatten(1, (len(pwms), 2)).amax(-1))
     return torch.cat(out).numpy() if out else np.zeros((0, len(pwms)), np.float32)
 

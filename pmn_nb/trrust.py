@@ -21,14 +21,14 @@ import pandas as pd
 from .core import PMNError, data_path, provenance, results_dir, save_results, to_jsonable
 
 # %% auto #0
-__all__ = ['TRRUST_MODES', 'ALIASES', 'BACKGROUND_N', 'PAPER_TABLE5', 'CUT_FRACTION', 'CUT_QUANTILES', 'trrust_path',
-           'read_text_bytes', 'load_trrust', 'target_sets', 'to_symbol', 'symbol_table', 'paper_tf_names',
-           'coop_pvalue', 'pair_overlap', 'implied_background', 'table5_comparison', 'background_sensitivity',
-           'explain_rows', 'table5_results', 'save_if_changed', 'cluster_vectors', 'cut_clusters', 'clusters_table',
-           'plot_dendrogram', 'cooperativity_table', 'significance_matrix', 'cluster_enrichment', 'cut_heights',
-           'enrichment_by_cut', 'module_ari', 'random_ari', 'tf_vectors', 'load_run_model', 'load_tf_vectors',
-           'analyse_vectors', 'main_trrust', 'work_dir', 'ensure_trained', 'chr22_runs', 'save_vector_analyses',
-           'synthetic_runs', 'synthetic_ari']
+__all__ = ['TRRUST_MODES', 'ALIASES', 'BACKGROUND_N', 'PAPER_TABLE5', 'CUT_FRACTION', 'CUT_QUANTILES', 'ABLATION_KEYS',
+           'trrust_path', 'read_text_bytes', 'load_trrust', 'target_sets', 'to_symbol', 'symbol_table',
+           'paper_tf_names', 'coop_pvalue', 'pair_overlap', 'implied_background', 'table5_comparison',
+           'background_sensitivity', 'explain_rows', 'table5_results', 'save_if_changed', 'cluster_vectors',
+           'cut_clusters', 'clusters_table', 'plot_dendrogram', 'cooperativity_table', 'significance_matrix',
+           'cluster_enrichment', 'cut_heights', 'enrichment_by_cut', 'module_ari', 'random_ari', 'tf_vectors',
+           'load_run_model', 'load_tf_vectors', 'analyse_vectors', 'main_trrust', 'work_dir', 'ensure_trained',
+           'converged_run', 'chr22_runs', 'save_vector_analyses', 'synthetic_store', 'synthetic_runs', 'synthetic_ari']
 
 # %% ../nbs/60_trrust.ipynb #1960790a
 TRRUST_MODES = ("Activation", "Repression", "Unknown")
@@ -578,7 +578,7 @@ def main_trrust(argv: list[str]) -> int:
     print(f"wrote {out}")
     return 0
 
-# %% ../nbs/60_trrust.ipynb #f842fbf6
+# %% ../nbs/60_trrust.ipynb #3ed03231
 def work_dir(*parts: str) -> Path:
     "Rebuildable files of this chapter (trained runs, the synthetic genome): results/trrust/tmp/..., ignored by git."
     return results_dir("trrust", "tmp", *parts)
@@ -609,15 +609,23 @@ def ensure_trained(store,  # a `pmn_nb.windows.WindowStore` (train and valid spl
     return out
 
 
-def chr22_runs() -> dict:
-    "{'pmn': run folder, 'cnn': run folder} on the real chr22 sample: the training chapter's if kept, else trained here."
+ABLATION_KEYS = {"pmn": "pmn_lam1", "cnn": "cnn_multi"}  # the Table 4 rows whose TF vectors this chapter reads
+
+
+def converged_run(grid: str,  # a Table 4 grid folder name under cache/ablations/, e.g. 'table4_chr22'
+                  kind: str,  # 'pmn' or 'cnn'
+                  seed: int = 0) -> Path | None:
+    "The finished run of the ablations chapter (trained until validation stopped improving) for `kind`, if it is here."
     from pmn_nb.core import repo_root
+    d = (repo_root() or Path(".")) / "cache" / "ablations" / grid / ABLATION_KEYS[kind] / f"seed{seed}"
+    return d if (d / "result.json").exists() and (d / "best.pt").exists() else None
+
+
+def chr22_runs() -> dict:
+    "{'pmn': run folder, 'cnn': run folder} on the real chr22 sample: the converged Table 4 runs if here, else trained here."
     from pmn_nb.windows import chr22_store
-    out = {}
-    for kind in ("pmn", "cnn"):
-        theirs = (repo_root() or Path(".")) / "runs" / f"{kind}_quick"  # `pmn train ... --out runs/<kind>_quick` (chapter 40)
-        out[kind] = theirs if (theirs / "best.pt").exists() else ensure_trained(chr22_store(), kind, work_dir(f"{kind}_chr22"))
-    return out
+    return {kind: converged_run("table4_chr22", kind) or ensure_trained(chr22_store(), kind, work_dir(f"{kind}_chr22"))
+            for kind in ("pmn", "cnn")}
 
 
 def _best_valid_auroc(run) -> float | None:
@@ -645,17 +653,28 @@ def save_vector_analyses(vectors: dict,  # {label: (X, names, what, run folder o
         names.append(f"trrust/{prefix}_{label}")
     return names
 
-# %% ../nbs/60_trrust.ipynb #c8dd197d
-def synthetic_runs(preset: str = "quick") -> tuple[dict, object, Path]:
-    "({'pmn': run, 'cnn': run}, truth, genome folder) for the synthetic genome `preset`, generated and trained if missing."
-    from pmn_nb.synth import generate, load_truth
+# %% ../nbs/60_trrust.ipynb #4e1b964d
+def synthetic_store(preset: str = "table4"):
+    "(WindowStore, genome folder) of a synthetic genome: 'table4' is the ablations chapter's, others are built here."
     from pmn_nb.windows import WindowParams, WindowStore, build_store
+    if preset == "table4":
+        from pmn_nb.ablations import resolve_data, synth_for
+        return WindowStore(resolve_data("synth:table4")[0]), synth_for("table4")
+    from pmn_nb.synth import generate
     g = work_dir(f"synth_{preset}")
     if not (g / "truth" / "modules.json").exists(): generate(preset, g, show_progress=False)
     s = work_dir(f"synth_{preset}_store")
     store = WindowStore(s) if (s / "meta.json").exists() else build_store(
         g / "genome.fa", g / "tfs.tsv", s, WindowParams(), show_progress=False, data_source=f"synthetic genome ({preset})")
-    runs = {kind: ensure_trained(store, kind, work_dir(f"{kind}_synth_{preset}")) for kind in ("pmn", "cnn")}
+    return store, g
+
+
+def synthetic_runs(preset: str = "table4") -> tuple[dict, object, Path]:
+    "({'pmn': run, 'cnn': run}, truth, genome folder) for a synthetic genome: the converged Table 4 runs, else trained here."
+    from pmn_nb.synth import load_truth
+    store, g = synthetic_store(preset)
+    runs = {kind: (converged_run("table4_synth", kind) if preset == "table4" else None)
+            or ensure_trained(store, kind, work_dir(f"{kind}_synth_{preset}")) for kind in ("pmn", "cnn")}
     return runs, load_truth(g), g
 
 
