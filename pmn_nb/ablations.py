@@ -26,11 +26,11 @@ __all__ = ['TABLE4_ROWS', 'BASELINE', 'CNN_ROWS', 'FULL_PMN', 'GRID_PRESETS', 'G
            'EXTENDABLE', 'PAPER_TABLE4', 'PAPER_SMALL_LARGE', 'default_grid', 'check_grid', 'load_grid', 'synth_for',
            'resolve_data', 'run_spec', 'run_state', 'Interrupted', 'train_run', 'code_fingerprint', 'store_md5',
            'run_provenance', 'spec_extends', 'check_finished', 'run_grid', 'collect', 'common_tfs', 'table4',
-           'paired_tests', 'holm', 'seed_bootstrap', 'seed_tests', 'all_tests', 'small_vs_large', 'epoch_curves',
-           'scan_max', 'motif_regression', 'planted_truth', 'reference_pwms', 'ceiling_table', 'fraction_of_ceiling',
-           'references_for', 'ablation_tables', 'save_ablation', 'wall_elapsed', 'main_ablate', 'table4_view',
-           'tests_view', 'plot_figure3', 'runs_summary', 'effect_word', 'tests_summary', 'verdict_sentence',
-           'plot_valid_curves']
+           'compared_pairs', 'paired_tests', 'holm', 'seed_bootstrap', 'seed_tests', 'all_tests', 'small_vs_large',
+           'epoch_curves', 'scan_max', 'motif_regression', 'planted_truth', 'reference_pwms', 'ceiling_table',
+           'fraction_of_ceiling', 'references_for', 'ablation_tables', 'save_ablation', 'wall_elapsed', 'main_ablate',
+           'table4_view', 'tests_view', 'plot_figure3', 'runs_summary', 'effect_word', 'tests_summary',
+           'verdict_sentence', 'plot_valid_curves']
 
 # %% ../nbs/50_ablations.ipynb #7a4e5e45
 TABLE4_ROWS = [  # Table 4's rows in its order: (key, name as printed, ModelConfig overrides, λ)
@@ -447,7 +447,7 @@ def collect(grid: dict, out: str | os.PathLike, store: str | os.PathLike | None 
     return {"per_tf": cat(per_tf), "curves": cat(curves), "runs": pd.DataFrame(runs), "tf_sizes": tf_sizes,
             "missing": pd.DataFrame(missing, columns=["key", "seed", "state"])}
 
-# %% ../nbs/50_ablations.ipynb #2fa2ba50
+# %% ../nbs/50_ablations.ipynb #c9fbfa72
 PAPER_TABLE4 = pd.DataFrame([  # Table 4 of the paper, 86 TFs, GM12878 (full ENCODE), as printed
     # key, auROC mean, std, % inc, auPR mean, std, % inc, recall@50%FDR mean, std, % inc
     ("cnn_single", 0.820, 0.072, np.nan, 0.263, 0.123, np.nan, 0.224, 0.198, np.nan),
@@ -494,36 +494,41 @@ def table4(per_tf: pd.DataFrame,  # long table: key, name, seed, tf, auroc, aupr
     return out
 
 
+def compared_pairs(per_tf: pd.DataFrame, better=None, than=CNN_ROWS):
+    "Yield (a, b, seeds both have, the table on the common TFs, those TFs) for each pair `better` x `than` with runs."
+    tfs, _ = common_tfs(per_tf)
+    df = per_tf[per_tf.tf.isin(tfs)]
+    keys = list(dict.fromkeys(df.key))
+    better = [k for k in keys if k not in than] if better is None else list(better)
+    for a in better:
+        for b in than:
+            if a not in keys or b not in keys or a == b: continue
+            seeds = sorted(set(df.seed[df.key == a]) & set(df.seed[df.key == b]))
+            if seeds: yield a, b, seeds, df, tfs
+
+
 def paired_tests(per_tf: pd.DataFrame,
                  better=None,  # row keys tested as the better model (default: every key not in `than`)
                  than=CNN_ROWS) -> pd.DataFrame:  # row keys they are tested against
     "One-tailed paired t-test and Wilcoxon signed-rank (alternative: `better` > `than`) across TFs, per metric and pair."
     from scipy.stats import ttest_rel, wilcoxon
-    tfs, _ = common_tfs(per_tf)
-    df = per_tf[per_tf.tf.isin(tfs)]
-    keys = list(dict.fromkeys(df.key))
-    better = [k for k in keys if k not in than] if better is None else list(better)
     rows = []
-    for a in better:
-        for b in than:
-            if a not in keys or b not in keys or a == b: continue
-            seeds = sorted(set(df.seed[df.key == a]) & set(df.seed[df.key == b]))
-            if not seeds: continue
-            pa = df[(df.key == a) & df.seed.isin(seeds)].groupby("tf")[list(METRICS)].mean().loc[tfs]
-            pb = df[(df.key == b) & df.seed.isin(seeds)].groupby("tf")[list(METRICS)].mean().loc[tfs]
-            for m in METRICS:
-                x, y = pa[m].to_numpy(), pb[m].to_numpy()
-                t = ttest_rel(x, y, alternative="greater")
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # all-zero differences: p is NaN, which we keep
-                    w = wilcoxon(x, y, alternative="greater") if np.any(x != y) else None
-                rows.append({"better": a, "than": b, "metric": m, "n_tfs": len(tfs), "seeds": len(seeds),
-                             "mean_diff": float(np.mean(x - y)), "tfs_better": int((x > y).sum()),
-                             "t": float(t.statistic), "p_ttest": float(t.pvalue),
-                             "p_wilcoxon": float(w.pvalue) if w is not None else np.nan})
+    for a, b, seeds, df, tfs in compared_pairs(per_tf, better, than):
+        pa = df[(df.key == a) & df.seed.isin(seeds)].groupby("tf")[list(METRICS)].mean().loc[tfs]
+        pb = df[(df.key == b) & df.seed.isin(seeds)].groupby("tf")[list(METRICS)].mean().loc[tfs]
+        for m in METRICS:
+            x, y = pa[m].to_numpy(), pb[m].to_numpy()
+            t = ttest_rel(x, y, alternative="greater")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # all-zero differences: p is NaN, which we keep
+                w = wilcoxon(x, y, alternative="greater") if np.any(x != y) else None
+            rows.append({"better": a, "than": b, "metric": m, "n_tfs": len(tfs), "seeds": len(seeds),
+                         "mean_diff": float(np.mean(x - y)), "tfs_better": int((x > y).sum()),
+                         "t": float(t.statistic), "p_ttest": float(t.pvalue),
+                         "p_wilcoxon": float(w.pvalue) if w is not None else np.nan})
     return pd.DataFrame(rows)
 
-# %% ../nbs/50_ablations.ipynb #138941eb
+# %% ../nbs/50_ablations.ipynb #2738e9df
 def holm(p) -> np.ndarray:
     "Holm's step-down adjusted p-values (NaN stays NaN)."
     p = np.asarray(p, float)
@@ -556,27 +561,19 @@ def seed_tests(per_tf: pd.DataFrame,
                n_boot: int = 10_000) -> pd.DataFrame:
     "Per pair and metric: mean difference over paired seeds, its hierarchical-bootstrap 95 % CI, paired t over seeds, Holm."
     from scipy.stats import ttest_rel
-    tfs, _ = common_tfs(per_tf)
-    df = per_tf[per_tf.tf.isin(tfs)]
-    keys = list(dict.fromkeys(df.key))
-    better = [k for k in keys if k not in than] if better is None else list(better)
     rows = []
-    for a in better:
-        for b in than:
-            if a not in keys or b not in keys or a == b: continue
-            seeds = sorted(set(df.seed[df.key == a]) & set(df.seed[df.key == b]))
-            if not seeds: continue
-            mat = lambda k, m: df[df.key == k].pivot_table(index="seed", columns="tf", values=m).loc[seeds, tfs].to_numpy()
-            for m in METRICS:
-                A, B = mat(a, m), mat(b, m)
-                d = A.mean(1) - B.mean(1)  # per seed
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    p = float(ttest_rel(A.mean(1), B.mean(1)).pvalue) if len(seeds) > 1 and np.any(d != d[0]) else np.nan
-                lo, hi = seed_bootstrap(A, B, n_boot)
-                rows.append({"better": a, "than": b, "metric": m, "seeds": len(seeds), "n_tfs": len(tfs),
-                             "diff_mean": float(d.mean()), "diff_sd_seeds": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
-                             "seeds_better": int((d > 0).sum()), "diff_ci_low": lo, "diff_ci_high": hi, "p_seed": p})
+    for a, b, seeds, df, tfs in compared_pairs(per_tf, better, than):
+        mat = lambda k, m: df[df.key == k].pivot_table(index="seed", columns="tf", values=m).loc[seeds, tfs].to_numpy()
+        for m in METRICS:
+            A, B = mat(a, m), mat(b, m)
+            d = A.mean(1) - B.mean(1)  # per seed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p = float(ttest_rel(A.mean(1), B.mean(1)).pvalue) if len(seeds) > 1 and np.any(d != d[0]) else np.nan
+            lo, hi = seed_bootstrap(A, B, n_boot)
+            rows.append({"better": a, "than": b, "metric": m, "seeds": len(seeds), "n_tfs": len(tfs),
+                         "diff_mean": float(d.mean()), "diff_sd_seeds": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
+                         "seeds_better": int((d > 0).sum()), "diff_ci_low": lo, "diff_ci_high": hi, "p_seed": p})
     out = pd.DataFrame(rows)
     if len(out): out["p_holm"] = holm(out.p_seed)
     return out
