@@ -212,7 +212,7 @@ def read_bed(path: str | os.PathLike,  # BED: chrom, start, end[, name, ...]; ta
     if not rows: raise PMNError("the BED file holds no interval", path=path)
     return pd.DataFrame(rows, columns=["chrom", "start", "end", "name", "line"])
 
-# %% ../nbs/75_predict.ipynb #0efe9b93
+# %% ../nbs/75_predict.ipynb #062dbbb7
 OUT_FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".bedgraph": "bedgraph", ".bg": "bedgraph",
                ".parquet": "parquet", ".pq": "parquet"}  # extension (before an optional .gz) -> format
 FORMATS = ("tsv", "csv", "parquet", "bedgraph")
@@ -397,9 +397,9 @@ def predict_fasta(predictor,  # a Predictor, or a checkpoint folder (None: the s
             "intervals_without_window": int(sum(c == 0 for c in counts)), "tfs": len(tf_cols), "window": W,
             "stride": stride, "rc": strands != "forward", "strands": strands, "seconds": round(secs, 3),
             "windows_per_s": round(done / secs, 1) if secs > 0 else None, "device": str(pred.device),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "notes": list(g.notes)}
 
-# %% ../nbs/75_predict.ipynb #60cff326
+# %% ../nbs/75_predict.ipynb #4a2e54df
 def main_predict(argv: list[str] | None = None) -> int:
     "`pmn predict`: per-window TF probabilities for a FASTA (or BED regions of it) with a trained model."
     from pmn_nb.cli import COMMANDS, subparser
@@ -438,6 +438,7 @@ def main_predict(argv: list[str] | None = None) -> int:
     s = predict_fasta(pred, a.fasta, a.out, bed=a.bed, stride=a.stride, batch_size=a.batch_size, strands=strands,
                       max_n_fraction=a.max_n_fraction, fmt=a.format, cache=a.cache_dir, tfs=a.tfs)
     what = {"mean": ", both strands", "both": ", each strand apart", "forward": ", forward strand"}[strands]
+    for note in s["notes"]: print(f"pmn predict: note: {note}")  # what was assumed while reading the FASTA
     print(f"wrote {s['out']}: {s['windows']:,} windows x {s['tfs']} TFs in {s['seconds']:.1f} s "
           f"({s['windows_per_s'] or 0:,.0f} windows/s on {s['device']}, {s['threads']} thread{'s' if s['threads'] > 1 else ''}"
           f"{what}); skipped {s['skipped_n']:,} windows with more than "

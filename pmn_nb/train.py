@@ -580,7 +580,7 @@ def _copy_model(m):
     import copy
     return copy.deepcopy(m)
 
-# %% ../nbs/40_train.ipynb #cefe7a18
+# %% ../nbs/40_train.ipynb #4b477391
 MODEL_VARIANTS = {  # --model NAME: the §4.1 model variations as ModelConfig overrides
     "pmn": dict(kind="pmn"),  # PMN, sigmoid attention (the full model)
     "pmn_softmax": dict(kind="pmn", attention="softmax"),  # PMN, softmax attention
@@ -721,7 +721,7 @@ def main_train(argv: list[str] | None = None) -> int:
         with atomic_write(out / "test_per_tf.csv") as f: test.to_csv(f, index=False)
         summary["test"] = summarize_metrics(test)
         tables["test_per_tf"] = test
-    save_model(model, out / "best_model")
+    save_model(model, out / "best_model", tf_names=names)  # with tf_names.json: `pmn predict` reads it
     with atomic_write(out / "summary.json") as f: json.dump(to_jsonable(summary), f, indent=1)
     print(json.dumps(to_jsonable(summary)))
     if a.results:
