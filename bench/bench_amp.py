@@ -2,6 +2,7 @@
 
     python bench/bench_amp.py              # both parts; saves results/bench/amp/
     python bench/bench_amp.py --no-grid    # only the per-step table
+    python bench/bench_amp.py --learning   # only part 3; saves results/bench/amp_learning/
 
 1. Per-step table: one Adam training step (forward, loss, backward, step) of each model at the `quick` and `paper` sizes,
    fp32 vs `torch.autocast("cpu", dtype=torch.bfloat16)`, one thread; medians of `--reps` steps after 3 warm-up steps.
@@ -9,6 +10,11 @@
    run twice here), trained once with `amp: off` and `--jobs 1`, and once with the default precision (`amp: auto`, bf16
    on a CPU with bf16 units) and `--jobs 2`, one thread per job. Reported: the wall-time ratio and, per row, the mean test
    auROC of each precision with its SD across seeds (ddof = 1) and the difference.
+
+3. Where models learn: on the tiny genome every row stays near chance, so part 2 cannot show that bf16 changes nothing
+   that matters. The multi-label CNN and the PMN (λ=1) of Table 4 on the synthetic genome `synth:table4`, 3 seeds, a fixed
+   15 epochs of 100 steps (long enough to leave chance far behind), trained in fp32 and in bf16, two jobs each; per row
+   the mean test auROC of each precision with its SD across seeds and the difference.
 
 The load average is recorded before and after: on a shared 2-core machine other processes change the figures.
 """
@@ -112,13 +118,57 @@ def grid_part() -> tuple[pd.DataFrame, dict]:
     return tab, summary
 
 
+def learning_part() -> tuple[pd.DataFrame, dict]:
+    from pmn_nb.ablations import collect, default_grid, table4
+    grid = default_grid("quick", seeds=[0, 1, 2], name="amp_check_table4", valid_size=0, test_curve_size=1024)
+    grid["rows"] = [r for r in grid["rows"] if r["key"] in ("cnn_multi", "pmn_lam1")]
+    grid["model"] = {"conv_channels": [32, 32, 32], "conv_widths": [9, 5, 3], "d": 32, "dropout": 0.2}  # as the Table 4 grids
+    grid["train"].update(epochs=15, max_steps_per_epoch=100, train_eval_size=512, checkpoint_every=0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_amp_learning_"))
+    out = {}
+    try:
+        for amp in ("off", "auto"):
+            g = json.loads(json.dumps(grid))
+            g["train"]["amp"] = amp
+            d = tmp / amp
+            g_file = d.with_suffix(".json"); g_file.write_text(json.dumps(g))
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import sys; from pmn_nb.cli import main; sys.exit(main())", "ablate",
+                            "--grid", str(g_file), "--data", "synth:table4", "--out", str(d), "--jobs", "2", "--threads", "1"],
+                           check=True, stdout=subprocess.DEVNULL)
+            out[amp] = {"seconds": time.perf_counter() - t0, "t4": table4(collect(g, d)["per_tf"]).set_index("key")}
+            print(f"amp {amp}: {out[amp]['seconds']:.0f} s", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    prec = amp_name(resolve_amp("auto", torch.device("cpu")))
+    a, b = out["off"]["t4"], out["auto"]["t4"]
+    tab = pd.DataFrame({"key": a.index, "name": a.name, "fp32_auroc": a.auroc_mean, "fp32_sd_seeds": a.auroc_sd,
+                        f"{prec}_auroc": b.auroc_mean.loc[a.index], f"{prec}_sd_seeds": b.auroc_sd.loc[a.index]}).reset_index(drop=True)
+    tab["diff"] = tab[f"{prec}_auroc"] - tab.fp32_auroc
+    tab["max_sd"] = tab[["fp32_sd_seeds", f"{prec}_sd_seeds"]].max(axis=1)
+    tab["within_sd"] = tab["diff"].abs() <= tab.max_sd
+    return tab, {"fp32_seconds": out["off"]["seconds"], "default_seconds": out["auto"]["seconds"],
+                 "default_precision": prec, "rows_within_sd": int(tab.within_sd.sum()), "rows": len(tab),
+                 "schedule": "15 epochs x 100 steps of 64, 3 seeds, synth:table4, 2 jobs of 1 thread"}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=12)
     p.add_argument("--no-grid", action="store_true")
     p.add_argument("--no-save", action="store_true")
+    p.add_argument("--learning", action="store_true", help="only part 3 (results/bench/amp_learning/)")
     a = p.parse_args()
     load0 = os.getloadavg()
+    if a.learning:
+        tab, summ = learning_part()
+        print(tab.to_string(), "\n", summ, flush=True)
+        summ.update(load_before=load0, load_after=os.getloadavg())
+        if not a.no_save:
+            print(save_results("bench/amp_learning", {"agreement": tab, "summary": summ},
+                               provenance(command="python bench/bench_amp.py --learning",
+                                          data_source="synthetic genome synth:table4 (ablations chapter)")))
+        return
     tables, summary = {}, {}
     if not a.no_grid:
         tables["grid_agreement"], summary["grid"] = grid_part()

@@ -89,7 +89,6 @@ def _grid(r: Reader, grid: str) -> dict:
         tests = tests[tests.metric == "auroc"]
         pcol = "p_holm"
         tt = tests.rename(columns={"diff_mean": "diff"})
-        tt = tt.assign(p=tt[pcol])[["better", "than", "diff", "p", "diff_ci_low", "diff_ci_high"]]
     elif "vs" in tests:  # new layout: key, vs, diff_mean, ..., p_holm
         if "metric" in tests: tests = tests[tests.metric == "auroc"]
         if "grid" in tests and tests.grid.nunique() > 1: tests = tests[tests.grid == grid]
@@ -98,7 +97,8 @@ def _grid(r: Reader, grid: str) -> dict:
     else:  # older layout: better, than, metric, mean_diff, p_ttest
         tt = tests[tests.metric == "auroc"].rename(columns={"mean_diff": "diff"})
         pcol = "p_ttest"
-    if "diff_ci_low" not in tt: tt = tt.assign(p=tt[pcol])[["better", "than", "diff", "p"]]
+    seed_layout = "better" in tests and "diff_ci_low" in tests  # the CI decides (see `_ranking_row`)
+    tt = tt.assign(p=tt[pcol])[["better", "than", "diff", "p"] + (["diff_ci_low", "diff_ci_high"] if seed_layout else [])]
     train = (pv.get("config") or {}).get("train") or {}
     budget = (f"{train['epochs']} epochs × {train['max_steps_per_epoch']} steps"
               if train.get("epochs") and train.get("max_steps_per_epoch") else "")
