@@ -23,7 +23,7 @@ def tiny_grid(tmp_path):
 
 def _actions(stdout: str) -> dict:
     lines = [l.split("\t") for l in stdout.strip().splitlines()]
-    head = lines.index(["key", "seed", "state", "action", "seconds"])
+    head = next(i for i, l in enumerate(lines) if l[:4] == ["key", "seed", "state", "action"])
     return {r[0]: r[3] for r in lines[head + 1:]}
 
 
@@ -31,13 +31,13 @@ def test_skip_and_resume(run_pmn, tiny_grid, tmp_path):
     out = tmp_path / "grid"
     env = {"PMN_RESULTS": str(tmp_path / "results")}
     # 1. interrupted after 5 optimiser steps: epoch 1 (4 steps) is checkpointed, the run is not finished
-    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--threads", "1", "--stop-after", "5",
+    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--jobs", "1", "--threads", "1", "--stop-after", "5",
                 env=env)
     assert r.returncode == 3, r.stderr
     first = out / "cnn_multi" / "seed0"
     assert run_state(first) == "interrupted" and not (out / "pmn_lam1").exists()
     # 2. the rerun resumes the first run, trains the second, and collects the results
-    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--threads", "1",
+    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--jobs", "1", "--threads", "1",
                 "--results", "ablations/tiny", env=env)
     assert r.returncode == 0, r.stderr
     assert _actions(r.stdout) == {"cnn_multi": "resumed", "pmn_lam1": "trained"}
@@ -47,7 +47,7 @@ def test_skip_and_resume(run_pmn, tiny_grid, tmp_path):
     assert all(h["test_auroc"] == h["test_auroc"] for h in res["history"])  # the test curve has both epochs
     mtime = (first / "result.json").stat().st_mtime_ns
     # 3. nothing left to do: every run is skipped and left untouched
-    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--threads", "1", env=env)
+    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--jobs", "1", "--threads", "1", env=env)
     assert r.returncode == 0, r.stderr
     assert set(_actions(r.stdout).values()) == {"skipped"}
     assert (first / "result.json").stat().st_mtime_ns == mtime
@@ -59,7 +59,7 @@ def test_skip_and_resume(run_pmn, tiny_grid, tmp_path):
     assert prov["runs_finished"] == 2 and prov["wall_seconds"]["elapsed"] > 0 and prov["wall_seconds"]["calls"] == 2
     # 4. the resumed run is the run that was never interrupted (deterministic kernels, same data order)
     straight = tmp_path / "straight"
-    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", straight, "--threads", "1",
+    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", straight, "--jobs", "1", "--threads", "1",
                 "--rows", "cnn_multi", env=env)
     assert r.returncode == 0, r.stderr
     a = pd.read_csv(first / "test_per_tf.csv")
@@ -69,12 +69,12 @@ def test_skip_and_resume(run_pmn, tiny_grid, tmp_path):
 
 def test_changed_grid_is_refused(run_pmn, tiny_grid, tmp_path):
     out = tmp_path / "grid"
-    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--threads", "1", "--rows", "cnn_multi")
+    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--jobs", "1", "--threads", "1", "--rows", "cnn_multi")
     assert r.returncode == 0, r.stderr
     g = json.loads(tiny_grid.read_text())
     g["train"]["lr"] = 1e-4
     tiny_grid.write_text(json.dumps(g))
-    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--threads", "1", "--rows", "cnn_multi")
+    r = run_pmn("ablate", "--grid", tiny_grid, "--data", "synth:tiny", "--out", out, "--jobs", "1", "--threads", "1", "--rows", "cnn_multi")
     assert r.returncode == 2
     assert "other settings" in r.stderr
 
