@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILES', 'PACKAGES', 'PMNError', 'repo_root', 'data_dir', 'data_path', 'results_dir', 'get_profile',
-           'profile_config', 'set_seed', 'seed_worker', 'get_device', 'atomic_write', 'atomic_dir', 'file_md5',
-           'git_state', 'package_versions', 'to_jsonable', 'provenance', 'write_results', 'save_results',
-           'load_results', 'save_config', 'load_config', 'progress_enabled', 'progress']
+__all__ = ['PROFILES', 'REMEMBER_MD5_BYTES', 'PACKAGES', 'PMNError', 'repo_root', 'data_dir', 'data_path', 'results_dir',
+           'cache_dir', 'check_writable', 'get_profile', 'profile_config', 'set_seed', 'seed_worker', 'get_device',
+           'atomic_write', 'atomic_dir', 'file_md5', 'git_state', 'package_versions', 'to_jsonable', 'provenance',
+           'write_results', 'save_results', 'load_results', 'save_config', 'load_config', 'command_parser',
+           'progress_enabled', 'progress']
 
 # %% ../nbs/00_core.ipynb #e3e6859e
 class PMNError(Exception):
@@ -42,7 +43,7 @@ class PMNError(Exception):
         where = "" if self.path is None else f"{self.path}" + ("" if self.line is None else f":{self.line}") + ": "
         return where + self.msg + ("" if not self.hint else f"\n  hint: {self.hint}")
 
-# %% ../nbs/00_core.ipynb #95fe12de
+# %% ../nbs/00_core.ipynb #479b1efd
 def repo_root() -> Path | None:
     "The checkout this package was imported from (the folder holding `settings.ini`), or None for an installed copy."
     import pmn_nb
@@ -76,15 +77,42 @@ def results_dir(*parts: str, create: bool = True) -> Path:
     if create: d.mkdir(parents=True, exist_ok=True)
     return d
 
-# %% ../nbs/00_core.ipynb #7fb6c216
+
+def cache_dir(*parts: str, create: bool = True) -> Path:
+    "Folder for rebuildable files (decompressed FASTAs, indexes, default stores): `$PMN_CACHE`, else `<checkout>/cache`, else `~/.cache/pmn_nb`."
+    env = os.environ.get("PMN_CACHE")
+    root = Path(env) if env else (repo_root() / "cache" if repo_root() else Path.home() / ".cache" / "pmn_nb")
+    d = root.joinpath(*parts)
+    if create: d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def check_writable(path: str | os.PathLike,  # a folder to write into, or (file=True) a file to create
+                   what: str = "the output",  # in words, for the message: 'the store', '--out', ...
+                   file: bool = False) -> Path:  # `path` names a file (it must not be a folder)
+    "Fail fast, before any work, when `path` cannot be written: a PMNError naming the folder at fault."
+    p = Path(path).absolute()
+    if file and p.is_dir(): raise PMNError(f"cannot write {what}: it is a folder, not a file name", path=path,
+                                           hint="give a file name, e.g. scores.tsv")
+    d = p.parent if file else p
+    while not d.exists() and d != d.parent: d = d.parent  # the first folder that exists: the one that must take the write
+    hint = f"choose another location for {what}, or fix its permissions"
+    if not d.is_dir(): raise PMNError(f"cannot write {what}: {d} is a file, not a folder", path=path, hint=hint)
+    try:
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".write-test-"): pass  # the real test: root passes os.access
+    except OSError as e:
+        raise PMNError(f"cannot write {what}: the folder {d} is not writable ({e.strerror or e})", path=path, hint=hint) from None
+    return Path(path)
+
+# %% ../nbs/00_core.ipynb #cbae7117
 PROFILES = ("quick", "paper")
 
 
 def get_profile(profile: str | None = None) -> str:
-    "The profile to run: `profile` if given, else `$PMN_PROFILE`, else 'quick'."
-    p = profile or os.environ.get("PMN_PROFILE") or "quick"
+    "The profile to run: `profile`, or 'quick' when None."
+    p = profile or "quick"
     if p not in PROFILES:
-        raise PMNError(f"unknown profile {p!r}", hint=f"use one of {', '.join(PROFILES)} (argument --profile or PMN_PROFILE)")
+        raise PMNError(f"unknown profile {p!r}", hint=f"use one of {', '.join(PROFILES)} (--profile)")
     return p
 
 
@@ -117,11 +145,11 @@ def seed_worker(worker_id: int):
     np.random.seed(s)
     random.seed(s)
 
-# %% ../nbs/00_core.ipynb #58d14fd1
+# %% ../nbs/00_core.ipynb #a981b573
 def get_device(device: str | None = None):
-    "The torch device to use: `device`, else `$PMN_DEVICE`, else cuda > mps > cpu."
-    import torch
-    want = device or os.environ.get("PMN_DEVICE")
+    "The torch device to use: `device`, else cuda > mps > cpu."
+    import torch  # here, not at the top: `pmn --help` imports core and must not wait for torch
+    want = device
     if want:
         d = torch.device(want)
         if d.type == "cuda" and not torch.cuda.is_available():
@@ -178,20 +206,29 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-# %% ../nbs/00_core.ipynb #15aa75ea
+# %% ../nbs/00_core.ipynb #6b5ac997
 _md5_cache: dict = {}
+REMEMBER_MD5_BYTES = 1 << 26  # files at least this large have their md5 remembered across runs (cache/md5/)
 
 
 def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    "md5 hex digest of a file (cached by path, size and mtime)."
-    p = Path(path)
+    "md5 hex digest of a file, cached by path, size and mtime (on disk too for files of `REMEMBER_MD5_BYTES` or more)."
+    p = Path(path).resolve()
     st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _md5_cache:
-        h = hashlib.md5()
-        with open(p, "rb") as f:
-            for b in iter(lambda: f.read(chunk), b""): h.update(b)
-        _md5_cache[key] = h.hexdigest()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key in _md5_cache: return _md5_cache[key]
+    rec = cache_dir("md5", create=False) / (hashlib.md5(str(p).encode()).hexdigest() + ".json")
+    if st.st_size >= REMEMBER_MD5_BYTES:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            d = json.loads(rec.read_text())
+            if d["key"] == list(key): _md5_cache[key] = d["md5"]; return d["md5"]
+    h = hashlib.md5()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(chunk), b""): h.update(b)
+    _md5_cache[key] = h.hexdigest()
+    if st.st_size >= REMEMBER_MD5_BYTES:
+        with contextlib.suppress(OSError):
+            with atomic_write(rec) as f: json.dump({"key": list(key), "md5": _md5_cache[key]}, f)
     return _md5_cache[key]
 
 
@@ -310,6 +347,23 @@ def load_config(cls, src):
         raise PMNError(f"unknown config keys {unknown} for {cls.__name__}", path=where, hint=f"valid keys: {sorted(names)}")
     kw = {k: (tuple(v) if isinstance(v, list) and isinstance(getattr(cls, k, None), tuple) else v) for k, v in d.items()}
     return cls(**kw)
+
+# %% ../nbs/00_core.ipynb #e5738616
+def command_parser(name: str,  # the command: `pmn NAME`
+                   description: str,  # its help text
+                   profile: bool = True, seed: bool = False, device: bool = False,  # the shared options it takes
+                   defaults: dict | None = None):  # {'profile': ..., 'device': ...} from `pmn`; None values are ignored
+    "An `ArgumentParser` for `pmn NAME` with the options shared by chapters."
+    import argparse
+    p = argparse.ArgumentParser(prog=f"pmn {name}", description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if profile: p.add_argument("--profile", choices=PROFILES, default="quick",
+                               help="sizes to run at (`pmn --profile` or $PMN_PROFILE set the default)")
+    if seed: p.add_argument("--seed", type=int, default=0, help="seed for python, numpy and torch")
+    if device: p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: $PMN_DEVICE, else cuda > mps > cpu)")
+    known = {a.dest for a in p._actions}
+    p.set_defaults(**{k: v for k, v in (defaults or {}).items() if v is not None and k in known})
+    return p
 
 # %% ../nbs/00_core.ipynb #04166653
 def progress_enabled(file=None,  # the stream the bar would write to; None: sys.stderr
