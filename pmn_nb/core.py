@@ -24,9 +24,9 @@ import numpy as np
 # %% auto #0
 __all__ = ['PROFILES', 'REMEMBER_MD5_BYTES', 'PACKAGES', 'PMNError', 'repo_root', 'data_dir', 'data_path', 'results_dir',
            'cache_dir', 'check_writable', 'get_profile', 'profile_config', 'set_seed', 'seed_worker', 'get_device',
-           'atomic_write', 'atomic_dir', 'file_md5', 'git_state', 'package_versions', 'to_jsonable', 'provenance',
-           'write_results', 'save_results', 'load_results', 'save_config', 'load_config', 'command_parser',
-           'progress_enabled', 'progress']
+           'atomic_write', 'atomic_dir', 'file_md5', 'git_state', 'package_versions', 'portable_args', 'to_jsonable',
+           'provenance', 'write_results', 'save_results', 'save_if_changed', 'load_results', 'save_config',
+           'load_config', 'command_parser', 'progress_enabled', 'progress']
 
 # %% ../nbs/00_core.ipynb #e3e6859e
 class PMNError(Exception):
@@ -43,7 +43,7 @@ class PMNError(Exception):
         where = "" if self.path is None else f"{self.path}" + ("" if self.line is None else f":{self.line}") + ": "
         return where + self.msg + ("" if not self.hint else f"\n  hint: {self.hint}")
 
-# %% ../nbs/00_core.ipynb #479b1efd
+# %% ../nbs/00_core.ipynb #eb8fc6b8
 def repo_root() -> Path | None:
     "The checkout this package was imported from (the folder holding `settings.ini`), or None for an installed copy."
     import pmn_nb
@@ -89,15 +89,19 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
 
 def check_writable(path: str | os.PathLike,  # a folder to write into, or (file=True) a file to create
                    what: str = "the output",  # in words, for the message: 'the store', '--out', ...
-                   file: bool = False) -> Path:  # `path` names a file (it must not be a folder)
+                   file: bool = False,  # `path` names a file (it must not be a folder)
+                   create: bool = True) -> Path:  # missing folders above `path` will be made (else they must exist)
     "Fail fast, before any work, when `path` cannot be written: a PMNError naming the folder at fault."
     p = Path(path).absolute()
     if file and p.is_dir(): raise PMNError(f"cannot write {what}: it is a folder, not a file name", path=path,
                                            hint="give a file name, e.g. scores.tsv")
-    d = p.parent if file else p
+    parent = p.parent if file else p
+    d = parent
     while not d.exists() and d != d.parent: d = d.parent  # the first folder that exists: the one that must take the write
     hint = f"choose another location for {what}, or fix its permissions"
-    if not d.is_dir(): raise PMNError(f"cannot write {what}: {d} is a file, not a folder", path=path, hint=hint)
+    if not d.is_dir(): raise PMNError(f"cannot write {what}: the folder {parent} cannot be made, {d} is a file", path=path, hint=hint)
+    if d != parent and not create:
+        raise PMNError(f"cannot write {what}: the folder {parent} does not exist", path=path, hint=f"mkdir -p {parent}")
     try:
         with tempfile.NamedTemporaryFile(dir=d, prefix=".write-test-"): pass  # the real test: root passes os.access
     except OSError as e:
@@ -206,7 +210,7 @@ def atomic_dir(path: str | os.PathLike):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-# %% ../nbs/00_core.ipynb #6b5ac997
+# %% ../nbs/00_core.ipynb #e948bb09
 _md5_cache: dict = {}
 REMEMBER_MD5_BYTES = 1 << 26  # files at least this large have their md5 remembered across runs (cache/md5/)
 
@@ -266,6 +270,11 @@ def _relative(p: Path) -> str:
     return p.name
 
 
+def portable_args(argv) -> list[str]:
+    "A command line for a provenance record: arguments that are existing paths become portable (`_relative`)."
+    return [a if a.startswith("-") or not Path(a).exists() else _relative(Path(a)) for a in map(str, argv)]
+
+
 def to_jsonable(x):
     "Dataclasses, paths, numpy scalars and arrays as plain JSON values."
     if dataclasses.is_dataclass(x) and not isinstance(x, type): return to_jsonable(dataclasses.asdict(x))
@@ -292,7 +301,7 @@ def provenance(config=None,  # the run's config (a dataclass or dict)
         "data_source": data_source,
         "data": {_relative(Path(p)): file_md5(p) for p in data}, "config": config, **extra})
 
-# %% ../nbs/00_core.ipynb #6e7a74e8
+# %% ../nbs/00_core.ipynb #fcf31bb5
 def write_results(dest: str | os.PathLike,  # any folder; replaced whole
                   tables: dict,  # file stem -> pandas DataFrame (CSV) or JSON-able object
                   prov: dict) -> Path:  # the `provenance()` record
@@ -311,6 +320,24 @@ def save_results(name: str,  # folder under results/, e.g. 'windows/chr22'
                  prov: dict) -> Path:  # the `provenance()` record
     "Write `tables` and `prov` to `results/<name>/` atomically; return the folder."
     return write_results(results_dir(create=True) / name, tables, prov)
+
+
+def save_if_changed(name: str,  # folder under results/, e.g. 'trrust/table5'
+                    tables: dict, prov: dict) -> bool:  # as for `save_results`
+    "`save_results` unless results/<name>/ holds these tables and provenance (time and commit aside); True if written."
+    import pandas as pd  # here, not at the top: `pmn --help` imports core
+    d = results_dir(create=False) / name
+    def same(stem, t):
+        f = d / (f"{stem}.csv" if isinstance(t, pd.DataFrame) else f"{stem}.json")
+        new = t.to_csv(index=False) if isinstance(t, pd.DataFrame) else json.dumps(to_jsonable(t), indent=1) + "\n"
+        return f.exists() and f.read_text() == new
+    on_disk = {f.stem for f in d.glob("*") if f.suffix in (".csv", ".json")} - {"provenance"} if d.is_dir() else set()
+    stable = lambda p: {k: v for k, v in p.items() if k not in ("created", "git")}  # what a re-run may change by itself
+    if ((d / "provenance.json").exists() and on_disk == set(tables) and all(same(s, t) for s, t in tables.items())
+            and stable(json.loads((d / "provenance.json").read_text())) == stable(json.loads(json.dumps(to_jsonable(prov))))):
+        return False
+    save_results(name, tables, prov)
+    return True
 
 
 def load_results(name: str, how: str = "") -> dict:

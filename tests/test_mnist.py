@@ -63,7 +63,7 @@ def test_idx_reader_rejects_garbage(tmp_path):
     with pytest.raises(PMNError, match="not an IDX file"):
         read_idx(p)
     p.write_bytes(b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(PMNError, match="damaged gzip"):
+    with pytest.raises(PMNError, match="corrupt or truncated gzip"):
         read_idx(p)
 
 
