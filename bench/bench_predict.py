@@ -1,6 +1,6 @@
 """Throughput of `pmn predict` on this machine's CPU: windows per second for a quick-size and a paper-size PMN.
 
-    python bench/bench_predict.py            # prints the table and saves results/reproduce/predict/
+    python bench/bench_predict.py            # prints the table and saves results/bench/predict/
 
 Scores windows of the real chr22 sample (data/) through `predict_fasta` (FASTA read, encoding, both strands, TSV writing),
 with untrained weights (they score as fast as trained ones), at 1 and 2 torch threads. The machine is shared: the load
@@ -60,7 +60,7 @@ def main():
     summary = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__, "load_before": load_before,
                "load_after": os.getloadavg()[0], "region": f"{REGION[0]}:{REGION[1] + 1}-", "stride": 50, "both_strands": True,
                "note": "untrained weights; FASTA reading, encoding, both strands and TSV writing included"}
-    save_results("reproduce/predict", {"throughput": t, "summary": summary},
+    save_results("bench/predict", {"throughput": t, "summary": summary},
                  provenance({"sizes": SIZES, "region": REGION}, data=[fasta], device="cpu",
                             data_source="real hg19 chr22 sample (data/)", command="python bench/bench_predict.py"))
     print(t.to_string(index=False))

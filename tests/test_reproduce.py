@@ -1,29 +1,25 @@
 """`pmn reproduce` as a user meets it: end to end through file:// URLs on data/ (quick profile) and on the synthetic
-genome, reruns and resumes, a download killed half-way and resumed (over a loopback HTTP server: no network), the
-portal-only TFs left out or added with --extra-peaks, the paper plan of --dry-run, and every error path of the command.
-`pmn predict` is tested in tests/test_predict.py.
+genome, reruns and resumes, the stage commands and their arguments, the portal-only TFs left out or added with
+--extra-peaks, the paper plan of --dry-run, and every error path of the command. The manifest and the downloader are
+tested in tests/test_fetch.py, `pmn predict` in tests/test_predict.py.
 
-The chapter (nbs/80_reproduce.ipynb) tests the functions; these tests need subprocesses, a server or longer runs.
+The chapter (nbs/80_reproduce.ipynb) tests the functions; these tests need subprocesses or longer runs.
 """
-import gzip
-import http.server
+import argparse
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pmn_nb.core import PMNError, data_path, file_md5
-from pmn_nb.dna import decode
-from pmn_nb.reproduce import (Reproduction, ResumableDownloader, fetch, local_manifest, paper_manifest, quick_manifest,
-                              read_manifest, write_manifest)
+from pmn_nb import cli, reproduce
+from pmn_nb.core import data_path
+from pmn_nb.fetch import local_manifest, paper_manifest, quick_manifest, read_manifest, write_manifest
+from pmn_nb.reproduce import DEVICE_COMMANDS, Reproduction
 from pmn_nb.windows import CHR22_FASTA, build_store, chr22_params, load_store
 
 THREADS = {"OMP_NUM_THREADS": "1"}  # the test machine is shared: one thread avoids waiting on busy cores
@@ -45,142 +41,6 @@ def no_network(monkeypatch):
 def env(tmp_path):
     "Cache and results under tmp_path, so that nothing is written into the checkout."
     return {"PMN_CACHE": str(tmp_path / "cache"), "PMN_RESULTS": str(tmp_path / "results"), **THREADS}
-
-
-# --- manifest --------------------------------------------------------------------------------------------------------
-
-def test_paper_manifest_covers_the_86_labels():
-    m = paper_manifest()
-    pk = m[m.kind == "peaks"]
-    assert pk.tf.nunique() == 86
-    counts = pk.groupby("source").tf.nunique().to_dict()
-    assert counts == {"ucsc_uniform": 72, "encode_dream": 2, "ucsc_sydh": 7, "encode_portal": 5}
-    ucsc = pk[pk.url.str.contains("hgdownload.soe.ucsc.edu")]
-    assert len(ucsc) == 80 and (ucsc.md5.str.len() == 32).all()  # every UCSC file is verified after download
-    assert (pk[pk.source == "ucsc_sydh"].confirmed == "yes").all()
-    assert set(m.kind) == {"genome", "chrom_sizes", "peaks", "trrust", "mnist"}
-    for r in m[m.local != ""].itertuples():  # staged copies are where the manifest says, with its md5
-        assert file_md5(data_path(*r.local.split("/"))) == r.local_md5
-
-
-def test_written_manifest_reads_back_and_errors_name_the_line(tmp_path):
-    m = paper_manifest()
-    write_manifest(m, tmp_path / "m.tsv")
-    pd.testing.assert_frame_equal(read_manifest(tmp_path / "m.tsv"), m)
-    bad = m.copy()
-    bad.loc[10, "kind"] = "genomes"
-    bad.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
-    with pytest.raises(PMNError, match=r"bad.tsv:12: unknown kind 'genomes'"): read_manifest(tmp_path / "bad.tsv")
-    bad = m[m.kind != "genome"]
-    bad.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
-    with pytest.raises(PMNError, match="exactly one genome row, found 0"): read_manifest(tmp_path / "bad.tsv")
-    bad = m.copy()
-    bad.loc[3, "dest"] = "../outside.gz"
-    bad.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
-    with pytest.raises(PMNError, match=r"bad.tsv:5: dest must be a relative path"): read_manifest(tmp_path / "bad.tsv")
-
-
-def test_plain_and_relative_paths_in_a_manifest(tmp_path):
-    src = tmp_path / "mirror" / "x.narrowPeak.gz"
-    src.parent.mkdir()
-    src.write_bytes(gzip.compress(b"chr1\t0\t10\n"))
-    m = quick_manifest().iloc[[0]].copy()
-    m = pd.concat([m, pd.DataFrame([{**m.iloc[0].to_dict(), "kind": "peaks", "tf": "X", "dest": "peaks/x.narrowPeak.gz",
-                                      "url": "mirror/x.narrowPeak.gz", "md5": file_md5(src)}])], ignore_index=True)
-    m.loc[0, "url"] = str(data_path(*CHR22_FASTA))  # an absolute plain path
-    write_manifest(m, tmp_path / "m.tsv")
-    res = fetch(tmp_path / "m.tsv", tmp_path / "dl", show_progress=False)  # relative to the manifest's folder
-    assert res.action.tolist() == ["copied", "copied"]
-    assert file_md5(tmp_path / "dl" / "peaks" / "x.narrowPeak.gz") == file_md5(src)
-
-
-# --- resumable download over a loopback server -----------------------------------------------------------------------
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    payload, cut, seen = b"", 0, []
-
-    def log_message(self, *a): pass
-
-    def do_GET(self):
-        rng = self.headers.get("Range")
-        type(self).seen.append(rng)
-        data, start = self.payload, 0
-        if rng:
-            start = int(rng.split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        if not rng and self.cut:  # first request: send part of the body, then drop the connection
-            self.wfile.write(data[:self.cut])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.wfile.write(data[start:])
-
-
-@pytest.fixture
-def server():
-    _Handler.payload = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
-    _Handler.cut, _Handler.seen = 1_000_000, []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hg19.fa.gz"
-    httpd.shutdown()
-
-
-def _remote_manifest(url, md5):
-    m = quick_manifest().iloc[[0]].copy()
-    m.loc[:, ["url", "md5", "dest"]] = [url, md5, "genome/remote.fa.gz"]
-    return m
-
-
-def test_download_killed_half_way_resumes(server, tmp_path):
-    md5 = __import__("hashlib").md5(_Handler.payload).hexdigest()
-    with pytest.raises(PMNError, match="download failed") as e:  # no retries: the dropped connection is an error ...
-        fetch(_remote_manifest(server, md5), tmp_path / "dl", retries=0, show_progress=False)
-    assert "run again to resume" in str(e.value)
-    part = tmp_path / "dl" / "genome" / "remote.fa.gz.part"
-    kept = part.stat().st_size
-    assert 0 < kept <= _Handler.cut  # ... and what arrived is kept (up to the last complete chunk)
-    res = fetch(_remote_manifest(server, md5), tmp_path / "dl", retries=0, show_progress=False)
-    assert res.action.tolist() == ["downloaded"] and res.checksum.tolist() == ["ok"]
-    assert _Handler.seen == [None, f"bytes={kept}-"]  # the second request asked only for the rest
-    assert file_md5(tmp_path / "dl" / "genome" / "remote.fa.gz") == md5 and not part.exists()
-    assert fetch(_remote_manifest(server, md5), tmp_path / "dl", show_progress=False).action.tolist() == ["cached"]
-
-
-def test_download_retries_and_resumes_within_one_call(server, tmp_path):
-    md5 = __import__("hashlib").md5(_Handler.payload).hexdigest()
-    res = fetch(_remote_manifest(server, md5), tmp_path / "dl", retries=2, show_progress=False)  # pooch's retry_if_failed
-    assert res.action.tolist() == ["downloaded"]
-    assert len(_Handler.seen) == 2 and _Handler.seen[0] is None and _Handler.seen[1].startswith("bytes=")
-    assert 0 < int(_Handler.seen[1][6:-1]) <= _Handler.cut
-
-
-def test_download_with_a_wrong_checksum_is_refused(server, tmp_path):
-    _Handler.cut = 0
-    with pytest.raises(PMNError, match="download failed"):
-        fetch(_remote_manifest(server, "0" * 32), tmp_path / "dl", retries=0, show_progress=False)
-    assert not (tmp_path / "dl" / "genome" / "remote.fa.gz").exists()
-
-
-def test_resumable_downloader_restarts_when_the_server_ignores_range(tmp_path, server):
-    _Handler.cut = 0
-    part = tmp_path / "x.part"
-    part.write_bytes(b"stale bytes from another file")
-    orig = _Handler.do_GET
-
-    def no_range(self):  # a server without Range support answers 200 with the whole file
-        del self.headers["Range"]
-        orig(self)
-    _Handler.do_GET = no_range
-    try: ResumableDownloader(part, progressbar=False)(server, tmp_path / "out")
-    finally: _Handler.do_GET = orig
-    assert (tmp_path / "out").read_bytes() == _Handler.payload
 
 
 # --- pmn reproduce end to end ----------------------------------------------------------------------------------------
@@ -245,24 +105,45 @@ def test_a_failed_stage_says_how_to_resume(run_pmn, tmp_path, env):
     assert r.returncode == 2
     err = r.stderr
     assert "stage 'ablate' failed" in err
-    assert ("not valid JSON" in err) or ("not available in this installation" in err)
+    assert "not valid JSON" in err
     assert f"resume with: pmn reproduce --profile quick --workdir {w} --manifest {tmp_path / 'synth.tsv'} --grid {grid} --from ablate" in err
     assert (w / "ablate.failed").exists() and not (w / "ablate.done").exists()
     r = run_pmn("reproduce", "--manifest", tmp_path / "synth.tsv", "--workdir", w, "--only", "trrust", env=env)
     assert r.returncode == 2 and "stage 'trrust' needs ablate" in r.stderr
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("pmn_nb.ablations") is not None,
-                    reason="pmn_nb.ablations is installed")
-def test_missing_ablation_runner_is_reported(tmp_path, monkeypatch):
-    from pmn_nb.synth import synth_genome
-    sg = synth_genome("tiny", root=tmp_path / "cache")
-    m = local_manifest(sg / "genome.fa", sg / "tfs.tsv")
-    write_manifest(m, tmp_path / "m.tsv")
+class _Parsed(Exception):
+    "Raised instead of running a command, once its parser has accepted the arguments."
+
+
+def test_stage_commands_accept_their_arguments(tmp_path, monkeypatch):
+    "Every stage that runs `pmn COMMAND` gives it arguments its parser accepts: the profile first, --device where it trains."
+    calls = []
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda argv, **k: calls.append(argv[3:]) or subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr(reproduce, "find_pmn_run", lambda folder: Path(folder) / "pmn_lam1")
     monkeypatch.setenv("PMN_CACHE", str(tmp_path / "cache"))
-    rp = Reproduction(manifest=str(tmp_path / "m.tsv"), workdir=str(tmp_path / "w"), downloads=str(tmp_path / "dl"))
-    rp.run(["fetch", "windows"], log=lambda s: None)
-    with pytest.raises(PMNError, match="`pmn ablate` is not available in this installation"): rp.run(["ablate"], log=lambda s: None)
+    monkeypatch.delenv("PMN_DEVICE", raising=False)
+    monkeypatch.delenv("PMN_PROFILE", raising=False)
+    rp = Reproduction(profile="paper", device="cpu", workdir=str(tmp_path / "w"))
+    rp.workdir.mkdir(parents=True)
+    done = {"fetch": {"trrust": str(tmp_path / "trrust.tsv"), "mnist": str(tmp_path / "mnist")},
+            "windows": {"store": str(tmp_path / "store")}, "ablate": {"out": str(tmp_path / "ablate")}}
+    for s, out in done.items(): rp.marker(s).write_text(json.dumps({"outputs": out}))
+    for s in ("ablate", "trrust", "mnist"): getattr(rp, f"_stage_{s}")(lambda m: None)
+    assert [c[:3] for c in calls] == [["--profile", "paper", s] for s in ("ablate", "trrust", "mnist")]
+    real = argparse.ArgumentParser.parse_args
+
+    def parse_only(self, args=None, namespace=None):
+        ns = real(self, args, namespace)
+        if self.prog != "pmn": raise _Parsed(ns)
+        return ns
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    for argv in calls:
+        with pytest.raises(_Parsed) as e: cli.main(argv)  # an argument the command does not take exits with code 2 instead
+        ns = e.value.args[0]
+        assert ("--device" in argv) == (argv[2] in DEVICE_COMMANDS)
+        if hasattr(ns, "device"): assert ns.device == "cpu", (argv, "takes --device but is not given it")
+        if hasattr(ns, "profile"): assert ns.profile == "paper"
 
 
 def test_dry_run_and_write_manifest(run_pmn, tmp_path, env):
@@ -285,21 +166,6 @@ def test_dry_run_and_write_manifest(run_pmn, tmp_path, env):
     assert r.returncode == 2 and "unknown stage 'train'" in r.stderr
 
 
-def test_paper_fetch_uses_staged_copies_and_skip_missing(tmp_path):
-    m = paper_manifest()
-    m = m[(m.local != "") | (m.source == "encode_portal")].reset_index(drop=True)
-    res = fetch(m, tmp_path / "dl", show_progress=False)  # no network needed: everything comes from data/ or is manual
-    assert set(res.action) == {"copied", "manual"}
-    assert res[res.action == "copied"].source.str.startswith("data/").all()
-    sydh = paper_manifest()
-    sydh = sydh[sydh.source == "ucsc_sydh"].iloc[[0]].copy()
-    sydh.loc[:, "url"] = "http://127.0.0.1:9/nothing.narrowPeak.gz"  # a closed port: the download fails at once
-    res = fetch(sydh, tmp_path / "dl", skip_missing=True, retries=0, show_progress=False)
-    assert res.action.tolist() == ["failed"] and "download failed" in res.message[0]
-
-
-@pytest.mark.skipif(__import__("importlib").util.find_spec("pmn_nb.ablations") is None,
-                    reason="the ablation runner (pmn_nb.ablations) is not installed")
 def test_ablate_trrust_results_stages_end_to_end(run_pmn, tmp_path, env):
     "The training stages with a one-row, two-step grid on the tiny synthetic genome: ablate -> trrust -> results."
     from pmn_nb.synth import synth_genome
