@@ -1,4 +1,5 @@
-"""Generate a synthetic genome (pmn_nb.synth) and save its statistics under results/synth/<preset>/ for the chapter.
+"""Generate a synthetic genome (pmn_nb.synth) and save its statistics and costs under results/bench/synth/ (preset paper;
+results/bench/synth_<preset>/ for another) for the chapter.
 
     nice python bench/bench_synth.py --preset paper    # hg19 layout, 86 TFs: minutes on 2 cores, 3.3 GB in bench/out/
     python bench/bench_synth.py --preset quick          # 10 Mb: seconds
@@ -14,7 +15,9 @@ import time
 from pathlib import Path
 
 from pmn_nb.core import load_results, provenance, repo_root, save_results
+from pmn_nb.formats import read_chrom_sizes
 from pmn_nb.synth import PRESETS, generate, synth_report
+from pmn_nb.windows import build_store, label_windows, split_summary
 
 
 def main():
@@ -27,9 +30,10 @@ def main():
                    help="do not generate: recompute the statistics of the genome already in --out, keeping the saved timings")
     a = p.parse_args()
     cfg = PRESETS[a.preset]
+    name = "bench/synth" if a.preset == "paper" else f"bench/synth_{a.preset}"  # under results/
     out = Path(a.out) if a.out else (repo_root() or Path(".")) / "bench" / "out" / f"synth_{a.preset}"
     if a.report_only:  # the genome is there: redo the statistics, keep the generation's measurements
-        old = load_results(f"synth/{a.preset}")["run"]
+        old = load_results(name)["run"]
         keep = {k: old[k] for k in ("wall_seconds", "du_bytes", "load_average", "store_seconds", "store_bytes") if k in old}
         wall = keep["wall_seconds"]
     else:
@@ -43,25 +47,23 @@ def main():
     rep["run"].update(keep, report_seconds=round(time.time() - t1, 1))
     du = rep["run"]["du_bytes"]
     try:  # the windowing chapter's labels (and store), at this scale; its failure does not lose the run above
-        from pmn_nb import windows as W10
         t2 = time.time()
-        lab = W10.label_windows(out / "tfs.tsv", W10.read_chrom_sizes(out / "chrom.sizes"))
-        rep["windows_chapter"] = W10.split_summary(lab)
+        lab = label_windows(out / "tfs.tsv", read_chrom_sizes(out / "chrom.sizes"))
+        rep["windows_chapter"] = split_summary(lab)
         rep["run"]["windows_chapter_seconds"] = round(time.time() - t2, 1)
         rep["run"]["windows_chapter_report"] = lab.report
         print("pmn_nb.windows labels:\n" + rep["windows_chapter"].to_string(index=False))
         if a.store:
             t2 = time.time()
-            W10.build_store(out / "genome.fa", out / "tfs.tsv", out.parent / f"{out.name}_store",
-                            data_source=f"synthetic genome, preset {a.preset}")
+            build_store(out / "genome.fa", out / "tfs.tsv", out.parent / f"{out.name}_store",
+                        data_source=f"synthetic genome, preset {a.preset}")
             rep["run"]["store_seconds"] = round(time.time() - t2, 1)
             rep["run"]["store_bytes"] = int(subprocess.run(["du", "-sb", str(out.parent / f"{out.name}_store")],
                                                            capture_output=True, text=True).stdout.split()[0])
     except Exception as e:  # noqa: BLE001 - reported, not hidden
         rep["run"]["windows_chapter_error"] = f"{type(e).__name__}: {e}"
         print("pmn_nb.windows failed:", rep["run"]["windows_chapter_error"])
-    dest = save_results(f"synth/{a.preset}", rep, provenance(cfg, seed=cfg.seed, profile=a.preset,
-                                                             data_source=f"synthetic genome, preset {a.preset}"))
+    dest = save_results(name, rep, provenance(cfg, seed=cfg.seed, profile=a.preset, data_source=f"synthetic genome, preset {a.preset}"))
     print(rep["table3"].to_string(index=False))
     r = rep["run"]
     print(f"{r['n_bases']:,} bases in {wall:.0f} s ({r['n_bases'] / wall / 1e6:.1f} Mb/s), max RSS {r['max_rss_mb']:.0f} MB, "

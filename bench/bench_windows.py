@@ -1,6 +1,6 @@
 """Windowing at genome scale: `pmn windows` against the bedtools pipeline on the same 3.1 Gb input.
 
-    python bench/bench_windows.py                    # generate the input once (bench/out/windows/), time both, save results/windows/bench/
+    python bench/bench_windows.py                    # generate the input once (bench/out/windows/), time both, save results/bench/windows/
     python bench/bench_windows.py --gb 0.3 --no-save # a smaller try-out, print only
     python bench/bench_windows.py --genome G.fa --peaks DIR   # your own input (a plain FASTA with its .fai)
 
@@ -126,7 +126,7 @@ def main(argv=None):
     ap.add_argument("--regenerate", action="store_true", help="generate the input again")
     ap.add_argument("--index", action="store_true", help="also time building the .fai with pyfaidx")
     ap.add_argument("--no-bedtools", action="store_true", help="time only pmn windows")
-    ap.add_argument("--no-save", action="store_true", help="print only; do not write results/windows/bench/")
+    ap.add_argument("--no-save", action="store_true", help="print only; do not write results/bench/windows/")
     a = ap.parse_args(argv)
     from pmn_nb.core import provenance, save_results
     from pmn_nb.windows import WindowParams, WindowStore
@@ -233,7 +233,7 @@ def main(argv=None):
     table["peak_rss_gb"] = table["peak_rss_gb"].astype(float).round(2)
     print(table.to_string(index=False))
     if not a.no_save:
-        d = save_results("windows/bench", {"bench": table, "summary": summary},
+        d = save_results("bench/windows", {"bench": table, "summary": summary},
                          provenance(WindowParams(), data_source="generated genome-scale input (bench/bench_windows.py)"))
         print(f"saved {d}")
 

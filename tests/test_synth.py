@@ -1,7 +1,8 @@
 """`pmn synth` as a user meets it: --help, a small genome in the real formats, one-line errors for bad input."""
 import json
 
-from pmn_nb.synth import load_truth, read_narrowpeak, read_tf_table
+from pmn_nb.formats import read_peaks, read_tf_table
+from pmn_nb.synth import load_truth
 
 
 def test_help(run_pmn):
@@ -36,7 +37,7 @@ def test_small_genome_in_real_formats(run_pmn, tmp_path):
     assert list(t.columns) == ["tf", "source_file", "url", "notes"] and len(t) == 12
     assert t.notes.str.startswith("paper=yes; staged=yes (").all()
     for f in t.source_file:
-        p = read_narrowpeak(g / f)
+        p = read_peaks(g / f)
         assert len(p) > 0 and ((p.summit >= p.start) & (p.summit < p.end)).all()
     truth = load_truth(g)
     assert sorted(sum(truth.modules, [])) == sorted(t.tf) and truth.config["seed"] == 5

@@ -14,9 +14,9 @@ import pytest
 
 from pmn_nb.core import PMNError, data_path
 from pmn_nb.dna import decode
-from pmn_nb.windows import (CHR22_FASTA, PROVENANCE_CHR22, PROVENANCE_REFERENCE, SPLITS, Genome, WindowDataset,
-                            WindowParams, bedtools_labels, build_store, chr22_params, gm12878_peaks, hg19_sizes,
-                            label_windows, load_store, read_tf_table)
+from pmn_nb.formats import Genome, tf_peak_files
+from pmn_nb.windows import (CHR22_FASTA, PROVENANCE_CHR22, PROVENANCE_REFERENCE, SPLITS, WindowDataset, WindowParams,
+                            bedtools_labels, build_store, chr22_params, gm12878_peaks, hg19_sizes, label_windows, load_store)
 
 ROW = "{}\t{}\t{}\t.\t0\t.\t1.0\t{}\t-1\t{}\n"
 SEQS = {"chr1": "ACGT" * 50 + "ggcca" * 50, "chr2": ("TTGCA" * 30 + "RYKM" + "TTGCA" * 34)[:320],
@@ -215,7 +215,7 @@ def test_bedtools_agrees_on_the_chr22_sample(tmp_path, split, binding):
     prm = chr22_params(split=split, binding=binding, max_n_fraction=1.0)
     table = data_path("genome", "gm12878_tfs.tsv")
     st = build_store(data_path(*CHR22_FASTA), table, tmp_path / "store", prm, cache=tmp_path / "cache", show_progress=False)
-    ref = bedtools_labels(Genome(data_path(*CHR22_FASTA), cache=tmp_path / "cache").fasta, read_tf_table(table)[0], prm)
+    ref = bedtools_labels(Genome(data_path(*CHR22_FASTA), cache=tmp_path / "cache").fasta, tf_peak_files(table)[0], prm)
     key = {(c, s): i for i, (c, s) in enumerate(zip(ref["chrom"], ref["start"]))}
     n = 0
     for s in SPLITS:
