@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pmn_nb.core import PMNError, get_device, provenance, save_results
 from pmn_nb.model import ModelConfig, build_model, pmn_loss
-from pmn_nb.train import MODEL_VARIANTS, TRAIN_PRESETS, store_meta
+from pmn_nb.train import MODEL_VARIANTS, TRAIN_PROFILES, store_meta
 
 PAPER_WINDOWS = {"train": 1_446_320, "valid": 331_884, "test": 306_297}  # §4.1 Data statistics
 # GPU figures are estimates from FLOP counts, not measurements: dense bf16 tensor-core peak of an H100 SXM (NVIDIA's data
@@ -136,7 +136,7 @@ def main(argv=None):
     window = int(store_meta(a.store)["window"]) if a.store else 200
     load0 = os.getloadavg()
     t_start = time.time()
-    quick_b = TRAIN_PRESETS["quick"]["batch_size"]
+    quick_b = TRAIN_PROFILES["quick"]["batch_size"]
     rows, mm = [], []
     for nt in [int(t) for t in a.threads.split(",")]:
         torch.set_num_threads(nt)

@@ -81,14 +81,16 @@ def cmd_data(argv=(), defaults: dict | None = None) -> int:
     for f, why in bad: print(f"  {f}: {why}", file=sys.stderr)
     return 1 if bad else 0
 
-# %% ../nbs/01_cli.ipynb #27afc841
+# %% ../nbs/01_cli.ipynb #f72d7018
 def _top_parser(cmds) -> argparse.ArgumentParser:
     width = max(map(len, cmds))
     listing = "\n".join(f"  {k:{width}s}  {v[2]}" for k, v in cmds.items())
     p = argparse.ArgumentParser(
         prog="pmn", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Prototype Matching Networks for multi-label TF-binding prediction: the paper's companion.",
-        epilog=f"commands:\n{listing}\n\n'pmn COMMAND --help' describes each command.")
+        epilog=f"commands:\n{listing}\n\n'pmn COMMAND --help' describes each command.\n\n"
+               "environment: PMN_PROFILE sets the default --profile of every command (quick or paper), PMN_DEVICE the\n"
+               "default --device (e.g. cpu, cuda:1); PMN_DEBUG=1 is --debug.")
     p.add_argument("--version", action="version", version=f"pmn_nb {__version__}")
     p.add_argument("--profile", choices=PROFILES, default=None, help="sizes for every chapter (default: $PMN_PROFILE, else quick)")
     p.add_argument("--debug", action="store_true", help="show tracebacks (also PMN_DEBUG=1)")

@@ -375,7 +375,7 @@ def load_config(cls, src):
     kw = {k: (tuple(v) if isinstance(v, list) and isinstance(getattr(cls, k, None), tuple) else v) for k, v in d.items()}
     return cls(**kw)
 
-# %% ../nbs/00_core.ipynb #e5738616
+# %% ../nbs/00_core.ipynb #576b1c0e
 def command_parser(name: str,  # the command: `pmn NAME`
                    description: str,  # its help text
                    profile: bool = True, seed: bool = False, device: bool = False,  # the shared options it takes
@@ -385,9 +385,9 @@ def command_parser(name: str,  # the command: `pmn NAME`
     p = argparse.ArgumentParser(prog=f"pmn {name}", description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     if profile: p.add_argument("--profile", choices=PROFILES, default="quick",
-                               help="sizes to run at (`pmn --profile` or $PMN_PROFILE set the default)")
+                               help="sizes to run at (`pmn --help` says how to set the default)")
     if seed: p.add_argument("--seed", type=int, default=0, help="seed for python, numpy and torch")
-    if device: p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: $PMN_DEVICE, else cuda > mps > cpu)")
+    if device: p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda > mps > cpu; `pmn --help` says how to set it)")
     known = {a.dest for a in p._actions}
     p.set_defaults(**{k: v for k, v in (defaults or {}).items() if v is not None and k in known})
     return p

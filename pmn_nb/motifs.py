@@ -20,16 +20,17 @@ from .dna import encode, one_hot
 from .runs import load_run
 
 # %% auto #0
-__all__ = ['JASPAR_RELEASE', 'jaspar_motifs', 'jaspar_names', 'first_conv', 'filter_weights', 'filter_pwms',
-           'information_content', 'tomtom_matches', 'plant_sites', 'plot_logo', 'motif_recovery', 'recovery_fraction',
-           'motif_report']
+__all__ = ['MATCH_RELEASE', 'jaspar_motifs', 'jaspar_names', 'first_conv', 'filter_weights', 'filter_pwms', 'information_content',
+           'tomtom_matches', 'plant_sites', 'plot_logo', 'motif_recovery', 'recovery_fraction', 'motif_report']
 
-# %% ../nbs/61_motifs.ipynb #0493fe0e
-JASPAR_RELEASE = "JASPAR2024"
+# %% ../nbs/61_motifs.ipynb #771d3108
+MATCH_RELEASE = "JASPAR2024"  # filters of models trained on real DNA are matched against this release. A synthetic
+# genome's filters are matched against the release its motifs were planted from (`synth.JASPAR_RELEASE`, JASPAR2026): the
+# two differ on purpose, and the saved results of this chapter record the release each used.
 
 
 @functools.lru_cache(maxsize=4)
-def jaspar_motifs(release: str = JASPAR_RELEASE,  # a pyjaspar release name
+def jaspar_motifs(release: str = MATCH_RELEASE,  # a pyjaspar release name
                   collection: str = "CORE", tax_group: str = "vertebrates") -> tuple[list, pd.DataFrame]:
     "JASPAR matrices as PPMs: ([(4, w) float, rows A C G T, columns sum to 1], DataFrame matrix_id, name, width)."
     ms = jaspardb(release=release).fetch_motifs(collection=collection, tax_group=[tax_group])
@@ -108,7 +109,7 @@ def filter_pwms(W,  # (F, 4, w) filters
         rows.append((f, len(order), top, float(np.median(v))))
     return ppm, pd.DataFrame(rows, columns=["filter", "n_sites", "max_act", "median_act"])
 
-# %% ../nbs/61_motifs.ipynb #f491a2d0
+# %% ../nbs/61_motifs.ipynb #27c8ba01
 def information_content(ppm) -> float:
     "Total information content of a (4, w) PPM in bits: sum over columns of 2 + sum_b p_b log2 p_b."
     p = np.clip(np.asarray(ppm, dtype=np.float64), 1e-12, 1)
@@ -117,7 +118,7 @@ def information_content(ppm) -> float:
 
 def tomtom_matches(ppms,  # (F, 4, w) or a list of (4, w_i) query PPMs
                    top: int = 5,  # matches kept per query, best first
-                   release: str = JASPAR_RELEASE, n_jobs: int = 1,
+                   release: str = MATCH_RELEASE, n_jobs: int = 1,
                    min_ic: float = 2.0,  # queries with less information (bits) are not matched: no rows
                    ids=None) -> pd.DataFrame:  # a label per query for the `query` column (default 0..F-1)
     "Best JASPAR matches of each query: query, rank, matrix_id, name, p, q (BH over the database, per query), offset, strand."
@@ -170,12 +171,12 @@ def plot_logo(ppm,  # (4, w) PPM, rows A C G T
     if title: ax.set_title(title, fontsize=8)
     return ax
 
-# %% ../nbs/61_motifs.ipynb #d2c7f538
+# %% ../nbs/61_motifs.ipynb #36242ea7
 def motif_recovery(matches: pd.DataFrame,  # `tomtom_matches(...)`
                    tf_names,  # the model's TFs
                    top: int = 3,  # a match counts only among a filter's `top` best
                    q_max: float = 0.05,  # and only with q below this
-                   release: str = JASPAR_RELEASE) -> pd.DataFrame:
+                   release: str = MATCH_RELEASE) -> pd.DataFrame:
     "Per TF: whether JASPAR has a matrix for it, and whether some filter matches one (best filter, rank, q)."
     _, info = jaspar_motifs(release)
     has = {n for name in info.name for n in jaspar_names(name)}
@@ -198,13 +199,13 @@ def recovery_fraction(rec: pd.DataFrame) -> tuple[int, int, float]:
     k = int((rec.recovered & rec.in_jaspar).sum())
     return k, n, k / n if n else float("nan")
 
-# %% ../nbs/61_motifs.ipynb #eecdd941
+# %% ../nbs/61_motifs.ipynb #05a295cf
 def motif_report(run,  # a training run folder (or best.pt / save_model folder)
                  codes,  # (N, L) uint8 sequences to read the filters on
                  tf_names=None,  # TFs whose motif recovery is scored (default: the run's TF names)
                  site_keys=None,  # (N,) genomic starts of the sequences (overlapping windows), see `filter_pwms`
                  min_sites: int = 10,  # filters with fewer sites are not matched
-                 top: int = 3, q_max: float = 0.05, release: str = JASPAR_RELEASE) -> dict:
+                 top: int = 3, q_max: float = 0.05, release: str = MATCH_RELEASE) -> dict:
     "PPMs of a model's first-layer filters, their JASPAR matches and per-TF recovery -> {stem: table} for `save_results`."
     model, names = load_run(run)
     W, b = filter_weights(model)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pmn_nb.ablations import default_grid, load_grid, run_state
+from pmn_nb.ablations import default_grid, load_grid
+from pmn_nb.runs import run_state
 
 
 @pytest.fixture

@@ -84,3 +84,20 @@ def test_bad_profile(run_pmn):
     r = run_pmn("--profile", "huge", "version")
     assert r.returncode == 2
     assert "invalid choice: 'huge'" in r.stderr
+
+
+def test_only_the_cli_reads_profile_and_device_from_the_environment():
+    "The profile and the device are arguments below the `pmn` entry: no other module reads them from the environment, and no module imports the CLI back."
+    import ast, pathlib
+    pkg = pathlib.Path(pmn_nb.__file__).parent
+    for f in sorted(pkg.glob("*.py")):
+        if f.name in ("cli.py", "_modidx.py"): continue
+        text = f.read_text()
+        for word in ("PMN_PROFILE", "PMN_DEVICE", "find_spec"):
+            assert word not in text, f"{f.name} mentions {word}"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "") not in ("pmn_nb.cli", "cli") and not (node.level and node.module == "cli"), \
+                    f"{f.name} imports the CLI"
+            elif isinstance(node, ast.Import):
+                assert all(n.name != "pmn_nb.cli" for n in node.names), f"{f.name} imports the CLI"

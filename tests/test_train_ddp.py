@@ -94,8 +94,7 @@ def _max_diff(a, b):
     return max((sa[k] - sb[k]).abs().max().item() for k in sa)
 
 
-@pytest.mark.parametrize("model_kind", ["tiny", pytest.param("pmn", marks=pytest.mark.skipif(
-    __import__("importlib").util.find_spec("pmn_nb.model") is None, reason="pmn_nb.model not built yet"))])
+@pytest.mark.parametrize("model_kind", ["tiny", "pmn"])
 def test_ddp_matches_single_process(tmp_path, model_kind):
     one, _ = _run(tmp_path, "one", model_kind, 1)
     two, _ = _run(tmp_path, "two", model_kind, 2)
