@@ -44,10 +44,10 @@ def invalid_bases(raw: np.ndarray | bytes) -> np.ndarray:
     a = np.frombuffer(raw, dtype=np.uint8) if isinstance(raw, (bytes, bytearray)) else np.asarray(raw, dtype=np.uint8)
     return np.flatnonzero(~_FASTA_OK[a])
 
-# %% ../nbs/02_dna.ipynb #a2f729e2
+# %% ../nbs/02_dna.ipynb #c11f9b7b
 def one_hot(codes) -> "torch.Tensor":
     "codes: (..., L) uint8 (numpy or torch) -> (..., 4, L) float32 one-hot; N is an all-zero column."
-    import torch
+    import torch  # here: the readers and `pmn windows` use this module without torch, which takes 1.6 s to import
     c = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes).long()
     eye = torch.cat([torch.eye(4), torch.zeros(1, 4)], 0).to(c.device)  # row 4 (N) is zeros
     return eye[c].movedim(-1, -2).contiguous()

@@ -1,5 +1,6 @@
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,15 @@ def run_pmn(tmp_path):
 def device(request):
     "Run a test on CPU, and on CUDA too where one exists."
     return request.param
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    "Refuse connections to anything but the loopback interface (`pytestmark = pytest.mark.usefixtures(\"no_network\")`)."
+    real = socket.socket.connect
+
+    def connect(self, address, *a, **k):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "localhost", "::1"): raise AssertionError(f"network access attempted: {address}")
+        return real(self, address, *a, **k)
+    monkeypatch.setattr(socket.socket, "connect", connect)

@@ -19,16 +19,7 @@ from pmn_nb.fetch import ResumableDownloader, fetch, paper_manifest, quick_manif
 from pmn_nb.windows import CHR22_FASTA
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    "Refuse connections to anything but the loopback interface."
-    real = socket.socket.connect
-
-    def connect(self, address, *a, **k):
-        host = address[0] if isinstance(address, tuple) else address
-        if host not in ("127.0.0.1", "localhost", "::1"): raise AssertionError(f"network access attempted: {address}")
-        return real(self, address, *a, **k)
-    monkeypatch.setattr(socket.socket, "connect", connect)
+pytestmark = pytest.mark.usefixtures("no_network")  # tests/conftest.py: only the loopback interface
 
 
 # --- manifest --------------------------------------------------------------------------------------------------------

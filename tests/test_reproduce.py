@@ -8,7 +8,6 @@ The chapter (nbs/80_reproduce.ipynb) tests the functions; these tests need subpr
 import argparse
 import json
 import re
-import socket
 import subprocess
 from pathlib import Path
 
@@ -25,16 +24,7 @@ from pmn_nb.windows import CHR22_FASTA, build_store, chr22_params, load_store
 THREADS = {"OMP_NUM_THREADS": "1"}  # the test machine is shared: one thread avoids waiting on busy cores
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    "Refuse connections to anything but the loopback interface."
-    real = socket.socket.connect
-
-    def connect(self, address, *a, **k):
-        host = address[0] if isinstance(address, tuple) else address
-        if host not in ("127.0.0.1", "localhost", "::1"): raise AssertionError(f"network access attempted: {address}")
-        return real(self, address, *a, **k)
-    monkeypatch.setattr(socket.socket, "connect", connect)
+pytestmark = pytest.mark.usefixtures("no_network")  # tests/conftest.py: only the loopback interface
 
 
 @pytest.fixture
