@@ -40,8 +40,8 @@ def main(argv=None) -> int:
         load = {"min": min(l1), "max": max(l1), "mean": round(sum(l1) / len(l1), 2), "samples": len(l1)}
     how = ("a fresh clone, `bash .ci/run` (the two commands exactly, in `env -i HOME=... PATH=...`)"
            + (f", under `nice -n {a.nice}`" if a.nice else "")
-           + (f"; the machine was shared: 1-minute load average {load['min']:.1f}–{load['max']:.1f} on its "
-              f"{os.cpu_count()} cores during the run" if load else "") + ".")
+           + (f"; 1-minute load average {load['min']:.1f}–{load['max']:.1f} on its {os.cpu_count()} cores during the run "
+              f"(the run's own work included)" if load else "") + ".")
     from pmn_nb.core import provenance, save_results
     out = save_results("bench/commands", {"timings": {
         "date": datetime.date.today().isoformat(),
