@@ -157,7 +157,7 @@ def resolve_data(spec: str | os.PathLike) -> tuple[Path, str]:
         raise PMNError("not a window store (no meta.json)", path=p, hint="pass a store folder, 'chr22' or 'synth:PRESET'")
     return p, p.name
 
-# %% ../nbs/50_ablations.ipynb #10fc83aa
+# %% ../nbs/50_ablations.ipynb #d0db2950
 def run_spec(grid: dict, row: dict, seed: int) -> dict:
     "Everything that defines one run of a grid: the train and model overrides, λ and the seed."
     return {"profile": grid["profile"], "train": {**grid["train"], "lam": row["lam"], "seed": seed},
@@ -190,7 +190,7 @@ def train_run(store: str | os.PathLike,  # a window store folder
                                    device=device)
     names = meta["tf_names"]
     d.mkdir(parents=True, exist_ok=True)
-    check_settings(d, "spec.json", spec, free=[f"train.{k}" for k in EXTENDABLE])
+    check_settings(d, "spec.json", spec, free=_EXTENDABLE_KEYS)
     with atomic_write(d / "spec.json") as f: json.dump(to_jsonable(spec), f, indent=1)
     set_seed(tcfg.seed, tcfg.deterministic)
     model = build_model(mcfg)
@@ -233,13 +233,14 @@ def train_run(store: str | os.PathLike,  # a window store folder
     if log: log(f"{d}: best epoch {best}, test auROC {result['test']['auroc_mean']:.3f} ({time.perf_counter() - t0:.0f} s)")
     return result
 
-# %% ../nbs/50_ablations.ipynb #3a21fc58
+# %% ../nbs/50_ablations.ipynb #0b4e5e1b
 EXTENDABLE = ("epochs", "patience", "min_delta")  # train settings a grid may change for runs it already has
+_EXTENDABLE_KEYS = tuple(f"train.{k}" for k in EXTENDABLE)  # the same, as keys of a run spec (`runs.changed_settings`)
 
 
 def spec_extends(old: dict, new: dict) -> bool:
     "True if run spec `new` equals `old` or differs only in `EXTENDABLE` train settings (a longer maximum, say)."
-    return not changed_settings(old, new, free=[f"train.{k}" for k in EXTENDABLE])
+    return not changed_settings(old, new, free=_EXTENDABLE_KEYS)
 
 
 def check_finished(d: Path, spec: dict, store_sum: str, code_sum: str, log=None) -> bool | None:

@@ -377,7 +377,7 @@ def load_config(cls, src):
     kw = {k: (tuple(v) if isinstance(v, list) and isinstance(getattr(cls, k, None), tuple) else v) for k, v in d.items()}
     return cls(**kw)
 
-# %% ../nbs/00_core.ipynb #7f46cc5b
+# %% ../nbs/00_core.ipynb #d50eacdd
 def command_parser(name: str,  # the command: `pmn NAME`
                    description: str,  # its help text
                    profile: bool = True, seed: bool = False, device: bool = False,  # the shared options it takes
@@ -389,8 +389,8 @@ def command_parser(name: str,  # the command: `pmn NAME`
                                help="sizes to run at (`pmn --help` says how to set the default)")
     if seed: p.add_argument("--seed", type=int, default=0, help="seed for python, numpy and torch")
     if device: p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda > mps > cpu; `pmn --help` says how to set it)")
-    known = {a.dest for a in p._actions}
-    p.set_defaults(**{k: v for k, v in (defaults or {}).items() if v is not None and k in known})
+    takes = {"profile": profile, "device": device}  # the shared options `pmn` may give a default for
+    p.set_defaults(**{k: v for k, v in (defaults or {}).items() if v is not None and takes.get(k)})
     return p
 
 # %% ../nbs/00_core.ipynb #f0ff30d7

@@ -132,7 +132,7 @@ def run_provenance(store) -> dict:
     g = git_state()
     return {"commit": g.get("commit"), "dirty": g.get("dirty"), "code_md5": code_fingerprint(), "store_md5": store_md5(store)}
 
-# %% ../nbs/45_runs.ipynb #8315f72c
+# %% ../nbs/45_runs.ipynb #06c5fee8
 def model_dir(path: str | os.PathLike) -> Path:
     "The save_model folder of a checkpoint argument: the folder itself or its best_model/."
     path = Path(path)
@@ -178,7 +178,6 @@ def load_saved_model(d: Path, map_location="cpu"):
     try: return load_model(d, map_location=map_location)
     except PMNError: raise
     except Exception as e:  # noqa: BLE001 - random bytes make torch's unpickler fail in many ways (IndexError, ...): one line
-
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
         raise PMNError(f"cannot read the model weights, the file is damaged or truncated ({type(e).__name__}: {first})",
                        path=d / "model.pt", hint="copy the model folder again (or train again)") from None
@@ -191,8 +190,8 @@ def load_run(path: str | os.PathLike,  # a save_model folder, a run folder, or a
     "(model in eval mode, its TF names or None) from a saved model or a training run."
     p = Path(path)
     where = names_from
-    ck_file = p if p.is_file() else (p / BEST if p.is_dir() and not (p / "model.pt").exists() and not (p / "config.json").exists()
-                                     and not (p / BEST_MODEL).exists() and (p / BEST).exists() else None)
+    saved_model = p.is_dir() and any((p / f).exists() for f in ("model.pt", "config.json", BEST_MODEL))
+    ck_file = p if p.is_file() else (p / BEST if p.is_dir() and not saved_model and (p / BEST).exists() else None)
     if ck_file is not None:
         ck = load_checkpoint(ck_file, map_location=map_location)
         if not ck.get("model_config"):
